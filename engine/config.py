@@ -1,0 +1,230 @@
+"""Run configuration: TOML in, validated dataclasses out.
+
+Every key has a default; the defaults *are* the embedded default run, and
+``config/default.toml`` spells them out (a test keeps the two equal).
+Unknown sections or keys and bad values are ``ConfigError``s that name the
+key (``section.key``) and say what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from engine import methods, wire
+from engine.errors import ConfigError
+from engine.workloads import PageMix
+from workers.jobs import BUSY_POLICIES, JobSettings
+from workers.workqueue import ACCELERATORS
+
+SOURCES = ("synthetic", "image")
+SINKS = ("memory", "file", "null")
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|K|M|G)?\s*$")
+_UNITS = {None: 1, "B": 1, "K": 1 << 10, "KiB": 1 << 10, "M": 1 << 20, "MiB": 1 << 20,
+          "G": 1 << 30, "GiB": 1 << 30}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    rounds: int = 4
+    verify: bool = True
+    report: str = ""            # JSON report path; "" = none
+
+
+@dataclass(frozen=True)
+class WorkloadSettings:
+    source: str = "synthetic"   # "synthetic" | "image"
+    size: int = 256 << 20       # bytes (synthetic); "256MiB" in TOML
+    image: str = ""             # raw memory image (source = "image"); .zst allowed
+    block: str = "pc.ram"       # RAM block name on the wire
+    seed: int = 1
+    dirty_fraction: float = 0.05
+    hot_fraction: float = 0.10
+    hot_share: float = 0.80
+    mix: PageMix = field(default_factory=PageMix)
+
+
+@dataclass(frozen=True)
+class MigrationSettings:
+    page_size: int = 4096
+    channels: int | str = "auto"    # a number, or "auto" = one per core
+    method: str = "qpl"
+    qemu_version: str = "10.0"      # the peer QEMU: decides zero pages and flag mask
+    accelerator: str = "auto"
+    max_submit_retries: int = 3
+    busy_policy: str = "fallback"
+
+    @property
+    def channel_count(self) -> int:
+        return (os.cpu_count() or 1) if self.channels == "auto" else int(self.channels)
+
+    @property
+    def compat(self) -> wire.Compat:
+        return wire.Compat.parse(self.qemu_version)
+
+    @property
+    def jobs(self) -> JobSettings:
+        return JobSettings(accelerator=self.accelerator, max_submit_retries=self.max_submit_retries,
+                           busy_policy=self.busy_policy)
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    kind: str = "memory"        # "memory" | "file" | "null"
+    dir: str = "out"            # for kind = "file"
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunSettings = field(default_factory=RunSettings)
+    workload: WorkloadSettings = field(default_factory=WorkloadSettings)
+    migration: MigrationSettings = field(default_factory=MigrationSettings)
+    sink: SinkSettings = field(default_factory=SinkSettings)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        _no_unknown("", data, {f.name for f in fields(cls)})
+        config = cls(
+            run=_section(RunSettings, "run", data.get("run", {})),
+            workload=_workload(data.get("workload", {})),
+            migration=_section(MigrationSettings, "migration", data.get("migration", {})),
+            sink=_section(SinkSettings, "sink", data.get("sink", {})),
+        )
+        _validate(config)
+        return config
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (for reports); sizes in bytes, the mix as fractions."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            section = getattr(self, f.name)
+            out[f.name] = {k.name: getattr(section, k.name) for k in fields(section)}
+        out["workload"]["mix"] = dict(self.workload.mix.__dict__)
+        return out
+
+
+def load_config(path: str | os.PathLike | None) -> Config:
+    """Config from a TOML file; None = the embedded default."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("", f"no such config file: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
+    return Config.from_dict(data)
+
+
+def parse_size(key: str, value: Any) -> int:
+    """Bytes from an int or a string like "256MiB"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ConfigError(key, f"{value!r} is not a size (bytes, or e.g. \"64MiB\", \"1GiB\")")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _no_unknown(section: str, data: Any, allowed: set[str]) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(section, f"must be a table, got {type(data).__name__}")
+    for key in data:
+        if key not in allowed:
+            name = f"{section}.{key}" if section else key
+            raise ConfigError(name, f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def _section(cls: type, name: str, data: dict[str, Any]) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    _no_unknown(name, data, set(known))
+    values = {}
+    for key, value in data.items():
+        default = getattr(cls(), key)
+        values[key] = _typed(f"{name}.{key}", value, default)
+    return cls(**values)
+
+
+def _typed(key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, int) and not (key == "migration.channels"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer, got {value!r}")
+        return value
+    if isinstance(default, str) and key != "migration.channels":
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _workload(data: dict[str, Any]) -> WorkloadSettings:
+    data = dict(data)
+    mix = data.pop("mix", {})
+    if not isinstance(mix, dict):
+        raise ConfigError("workload.mix", "must be a table of fractions")
+    size = data.pop("size", None)
+    settings = _section(WorkloadSettings, "workload", data)
+    extra: dict[str, Any] = {"mix": PageMix.from_dict(mix)}
+    if size is not None:
+        extra["size"] = parse_size("workload.size", size)
+    return WorkloadSettings(**{**settings.__dict__, **extra})
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(key, f"{value!r} is not one of: {', '.join(allowed)}")
+
+
+def _validate(c: Config) -> None:
+    if c.run.rounds < 1:
+        raise ConfigError("run.rounds", f"must be at least 1, got {c.run.rounds}")
+    w, m = c.workload, c.migration
+    _choice("workload.source", w.source, SOURCES)
+    if w.source == "image" and not w.image:
+        raise ConfigError("workload.image", "source = \"image\" needs the path of a memory image")
+    if w.source == "image" and not Path(w.image).is_file():
+        raise ConfigError("workload.image", f"no such file: {w.image}")
+    for key in ("dirty_fraction", "hot_fraction", "hot_share"):
+        if not 0.0 <= getattr(w, key) <= 1.0:
+            raise ConfigError(f"workload.{key}", f"must be within 0..1, got {getattr(w, key)}")
+    try:
+        wire.page_count_for(m.page_size)
+    except ValueError:
+        raise ConfigError("migration.page_size", f"{m.page_size} is not a power of two "
+                          "from 512 to 65536") from None
+    if w.source == "synthetic" and (w.size <= 0 or w.size % m.page_size):
+        raise ConfigError("workload.size", f"{w.size} bytes is not a positive multiple of "
+                          f"the page size {m.page_size}")
+    if not (m.channels == "auto" or (isinstance(m.channels, int) and not isinstance(m.channels, bool)
+                                     and 1 <= m.channels <= 255)):
+        raise ConfigError("migration.channels", f"must be \"auto\" or 1..255, got {m.channels!r}")
+    _choice("migration.method", m.method, methods.names())
+    try:
+        compat = m.compat
+    except ValueError:
+        raise ConfigError("migration.qemu_version", f"{m.qemu_version!r} is not a QEMU version "
+                          "like \"7.2\" or \"10.0\"") from None
+    if not compat.supports(methods.get(m.method).flag):
+        raise ConfigError("migration.method", f"QEMU {m.qemu_version} does not know method "
+                          f"{m.method!r} (its receiver would reject the flag)")
+    _choice("migration.accelerator", m.accelerator, ACCELERATORS)
+    _choice("migration.busy_policy", m.busy_policy, BUSY_POLICIES)
+    if not 0 <= m.max_submit_retries <= 1_000_000:
+        raise ConfigError("migration.max_submit_retries", f"must be 0..1000000, got {m.max_submit_retries}")
+    _choice("sink.kind", c.sink.kind, SINKS)
+    if c.sink.kind == "null" and c.run.verify:
+        raise ConfigError("run.verify", "a null sink keeps no bytes to verify; "
+                          "set run.verify = false or sink.kind = \"memory\"/\"file\"")

@@ -1,0 +1,161 @@
+"""The engine's error families.
+
+Every error the engine raises on purpose is an ``EngineError``.  Errors about
+bytes that arrived from a channel are ``WireError``s and carry *where* they
+happened (channel, packet number, field) and *what* was wrong (got, expected)
+as attributes, not only in the message, in the spirit of QEMU's
+"received X, expected Y" messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EngineError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ConfigError(EngineError):
+    """A config file, key or value is wrong; ``key`` names it (``section.key``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"config {key}: {message}" if key else f"config: {message}")
+        self.key = key
+
+
+class CodecError(EngineError):
+    """The native codec failed in a way that is not about untrusted input."""
+
+
+class WireError(EngineError):
+    """Untrusted channel bytes were malformed.
+
+    ``channel`` is the channel id (or None before the init packet names it),
+    ``packet_num`` the packet's number when the header got that far (else
+    None), ``field`` the field that was wrong, ``got`` and ``expected`` the
+    values involved.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        channel: int | None = None,
+        packet_num: int | None = None,
+        field: str | None = None,
+        got: Any = None,
+        expected: Any = None,
+    ) -> None:
+        self.reason = message
+        self.channel = channel
+        self.packet_num = packet_num
+        self.field = field
+        self.got = got
+        self.expected = expected
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        where = []
+        if self.channel is not None:
+            where.append(f"channel {self.channel}")
+        if self.packet_num is not None:
+            where.append(f"packet {self.packet_num}")
+        if self.field is not None:
+            where.append(f"field {self.field}")
+        text = self.reason
+        if self.got is not None or self.expected is not None:
+            text += f" (got {self.got!r}, expected {self.expected!r})"
+        return f"{', '.join(where)}: {text}" if where else text
+
+
+class TruncatedStream(WireError):
+    """The stream ended inside an init packet, a header or a payload."""
+
+
+class BadInitPacket(WireError):
+    """Init packet: bad magic, version, uuid, channel id, or id bound twice."""
+
+
+class BadMagic(WireError):
+    """A packet header's magic is not 0x11223344."""
+
+
+class BadVersion(WireError):
+    """A packet header's version is not 1."""
+
+
+class BadFlags(WireError):
+    """Unknown flag bits, wrong compression bits, SYNC with DEVICE_STATE."""
+
+
+class BadPageCount(WireError):
+    """pages_alloc, normal_pages or zero_pages out of range."""
+
+
+class BadRamBlock(WireError):
+    """ramblock name not NUL-terminated, or names no known RAM block."""
+
+
+class BadOffset(WireError):
+    """A page offset is unaligned, outside its block, or repeated in a packet."""
+
+
+class BadPayloadSize(WireError):
+    """next_packet_size or a per-page length disagrees with the packet."""
+
+
+class DecompressError(WireError):
+    """A page failed to decompress, or did not give exactly one page."""
+
+
+class BarrierError(WireError):
+    """A channel ended or stalled before the round's SYNC barrier completed."""
+
+
+class WorkerError(EngineError):
+    """A worker process reported a failure while handling a packet.
+
+    ``worker_id`` names the worker (= its channel), ``packet_num`` the packet
+    it was handling (None during setup), ``kind`` a short failure kind.
+    The worker's traceback text, when there is one, is the ``__cause__``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker_id: int,
+        packet_num: int | None = None,
+        kind: str = "error",
+    ) -> None:
+        where = f"worker {worker_id}"
+        if packet_num is not None:
+            where += f", packet {packet_num}"
+        super().__init__(f"{where}: {message}")
+        self.worker_id = worker_id
+        self.packet_num = packet_num
+        self.kind = kind
+
+
+class BrokenWorker(WorkerError):
+    """A worker process died without reporting why (killed, crashed)."""
+
+
+class RemoteTraceback(Exception):
+    """Holds a worker's traceback text; set as ``__cause__`` of a WorkerError."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text}"""'
+
+
+class VerifyError(EngineError):
+    """Destination RAM differs from the source after a round."""
+
+    def __init__(self, message: str, *, mismatched_offsets: list[int]) -> None:
+        super().__init__(message)
+        self.mismatched_offsets = mismatched_offsets

@@ -1,0 +1,109 @@
+"""Compression methods: one object per method, with the same few hooks.
+
+Modelled on QEMU's multifd methods table.  Hooks run where the work is:
+the ``send_*`` hooks inside a worker process, the ``recv_*`` hooks in a
+receiver's channel reader.  Each hook gets the per-channel state its setup
+returned, so two engines (or two channels) never share method state.
+
+Hook contract (what ``Method`` implementations must do):
+
+``send_setup(params)``
+    Called once per worker when it starts.  Allocate everything the hot
+    path needs (job arrays, work queues, streams) and return it as state.
+``send_prepare(state, block, pages, slot)``
+    Called once per packet after zero-page detection, with only the normal
+    pages.  Write the packet's payload into ``slot`` (a shared-memory view
+    of at least ``slot_size`` bytes) and return ``(next_packet_size,
+    stats)``.  Must not allocate per page; may be called with no pages.
+``send_cleanup(state)``
+    Free what setup allocated.  Called once, also after errors.
+``recv_setup(params)``
+    Called once per channel of a receiver; returns state.
+``recv(state, header, payload, block)``
+    Called once per packet that carries normal pages, after the header was
+    validated and the zero pages cleared.  Decode ``payload`` (exactly
+    ``header.payload_size`` bytes, already bounded by ``max_payload``)
+    straight into ``block``.  Untrusted: raise a ``WireError`` subclass that
+    names the channel, the packet and the field on any inconsistency.
+``recv_cleanup(state)``
+    Free what recv_setup allocated.
+
+Registration is explicit and refuses a duplicate name or flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from engine import wire
+from workers.jobs import JobSettings
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """What a method's setup needs to know about its channel."""
+
+    channel: int
+    page_size: int
+    jobs: JobSettings = field(default_factory=JobSettings)
+
+    @property
+    def page_count(self) -> int:
+        return wire.page_count_for(self.page_size)
+
+
+class Method(Protocol):
+    name: str
+    flag: int
+
+    def slot_size(self, page_size: int) -> int:
+        """Bytes of output slot one packet's payload may need."""
+
+    def max_payload(self, normal_pages: int, page_size: int) -> int:
+        """Largest next_packet_size a receiver accepts for that many pages."""
+
+    def send_setup(self, params: MethodParams) -> Any: ...
+    def send_prepare(self, state: Any, block: Any, pages: np.ndarray, slot: memoryview) -> tuple[int, dict[str, int]]: ...
+    def send_cleanup(self, state: Any) -> None: ...
+    def recv_setup(self, params: MethodParams) -> Any: ...
+    def recv(self, state: Any, header: wire.PacketHeader, payload: memoryview, block: Any) -> None: ...
+    def recv_cleanup(self, state: Any) -> None: ...
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> None:
+    """Add a method; a second method with the same name or flag is a bug."""
+    if method.name in _REGISTRY:
+        raise RuntimeError(f"method {method.name!r} registered twice")
+    for other in _REGISTRY.values():
+        if other.flag == method.flag:
+            raise RuntimeError(f"methods {other.name!r} and {method.name!r} share flag {method.flag:#x}")
+    _REGISTRY[method.name] = method
+
+
+def get(name: str) -> Method:
+    """The method called ``name``; KeyError listing the known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(names())}") from None
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def by_flag(flag: int) -> Method | None:
+    """The method whose compression bits are ``flag``, if any."""
+    return next((m for m in _REGISTRY.values() if m.flag == flag), None)
+
+
+from engine.methods import nocomp as _nocomp, qpl as _qpl  # noqa: E402
+
+register(_nocomp.NOCOMP)
+register(_qpl.QPL)

@@ -1,0 +1,55 @@
+"""Method ``none``: the payload is the normal pages, raw, in offset order
+(spec §4.1, next_packet_size = normal_pages * page_size)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine import errors, wire
+from engine.methods.payload_errors import wire_error
+from workers import codec
+
+
+class NoComp:
+    name = "none"
+    flag = wire.FLAG_NOCOMP
+
+    def slot_size(self, page_size: int) -> int:
+        return wire.page_count_for(page_size) * page_size
+
+    def max_payload(self, normal_pages: int, page_size: int) -> int:
+        return normal_pages * page_size
+
+    def send_setup(self, params: Any) -> Any:
+        return params
+
+    def send_prepare(self, state: Any, block: Any, pages: np.ndarray, slot: memoryview) -> tuple[int, dict[str, int]]:
+        size = codec.none_send_packet(block.buf, state.page_size, pages, slot)
+        return size, {"normal_pages": len(pages), "raw_pages": len(pages)}
+
+    def send_cleanup(self, state: Any) -> None:
+        pass
+
+    def recv_setup(self, params: Any) -> Any:
+        return params
+
+    def recv(self, state: Any, header: wire.PacketHeader, payload: memoryview, block: Any) -> None:
+        expected = header.normal_pages * state.page_size
+        if header.next_packet_size != expected:
+            raise errors.BadPayloadSize(
+                "none payload must be normal_pages * page_size",
+                channel=state.channel, packet_num=header.packet_num,
+                field="next_packet_size", got=header.next_packet_size, expected=expected,
+            )
+        try:
+            codec.none_recv_packet(payload, header.normal, block.buf, state.page_size)
+        except codec.PayloadRejected as exc:
+            raise wire_error(exc, state.channel, header, state.page_size) from None
+
+    def recv_cleanup(self, state: Any) -> None:
+        pass
+
+
+NOCOMP = NoComp()

@@ -1,0 +1,65 @@
+"""Method ``qpl``: every normal page its own raw-DEFLATE stream (spec §4.4).
+
+Payload: ``normal_pages`` BE u32 lengths, then the pages in offset order;
+a length equal to the page size means the page went raw.  The work is done
+by the worker's ``PageJobs`` (job array + work queue + software fallback),
+so the same code runs on the software path, the emulated IAA device and
+real IAA.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine import wire
+from engine.methods.payload_errors import wire_error
+from workers import codec
+from workers.jobs import PageJobs
+
+
+class _State:
+    def __init__(self, params: Any) -> None:
+        self.channel = params.channel
+        self.page_size = params.page_size
+        self.jobs = PageJobs(params.page_count, params.jobs)
+
+
+class Qpl:
+    name = "qpl"
+    flag = wire.FLAG_QPL
+
+    def slot_size(self, page_size: int) -> int:
+        n = wire.page_count_for(page_size)
+        return 4 * n + n * page_size
+
+    def max_payload(self, normal_pages: int, page_size: int) -> int:
+        return 4 * normal_pages + normal_pages * page_size
+
+    def send_setup(self, params: Any) -> _State:
+        return _State(params)
+
+    def send_prepare(self, state: _State, block: Any, pages: np.ndarray, slot: memoryview) -> tuple[int, dict[str, int]]:
+        if len(pages) == 0:
+            return 0, {}
+        size, stats = state.jobs.compress(block.buf, state.page_size, pages, slot)
+        return size, stats.as_dict()
+
+    def send_cleanup(self, state: _State) -> None:
+        state.jobs.close()
+
+    def recv_setup(self, params: Any) -> _State:
+        return _State(params)
+
+    def recv(self, state: _State, header: wire.PacketHeader, payload: memoryview, block: Any) -> None:
+        try:
+            state.jobs.decompress(payload, header.normal, block.buf, state.page_size)
+        except codec.PayloadRejected as exc:
+            raise wire_error(exc, state.channel, header, state.page_size) from None
+
+    def recv_cleanup(self, state: _State) -> None:
+        state.jobs.close()
+
+
+QPL = Qpl()

@@ -1,0 +1,524 @@
+"""Guest RAM blocks held in POSIX shared memory.
+
+A RAM block (see DESIGN.md) is a named, contiguous region of guest RAM.  Its
+bytes live in a file under ``/dev/shm`` so that worker processes (started with
+``multiprocess``, spawn) attach to it by name and read or write pages without a
+copy.  Only page *indices* ever cross a pipe; page bytes stay here.
+
+``multiprocessing.shared_memory`` is deliberately not used: its resource
+tracker warns about, and unlinks, segments that children attach to.  The
+segment here is the bare POSIX mechanism:
+
+* create: ``os.open(O_CREAT | O_EXCL | O_RDWR, 0o600)``, ``os.ftruncate``,
+  space reserved with ``posix_fallocate`` (so a full ``/dev/shm`` is a clean
+  error now, not a SIGBUS later), ``mmap``, close the fd;
+* attach: ``os.open(O_RDWR)`` + ``mmap``;
+* unlink: ``os.unlink``, idempotent.
+
+Names are ``mfd-<pid>-<8 hex random>-<label>``; ``ls /dev/shm/mfd-*`` shows
+what a run holds.  A segment made by :meth:`SharedSegment.create` is owned by
+the creating process: its name is removed by :meth:`SharedSegment.unlink`, or
+at the latest when the object is garbage collected or the interpreter exits
+(``weakref.finalize``; only in the creating process, so a forked child that
+exits never removes its parent's segments).
+
+Closing while outside code still holds a view of the bytes (a numpy array made
+from :attr:`RamBlock.buf`, a page memoryview) cannot unmap the memory without
+leaving those views dangling; in that case ``close`` drops the block's own
+references and the mapping goes away when the last outside view does.
+"""
+
+from __future__ import annotations
+
+import mmap
+import operator
+import os
+import re
+import secrets
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.errors import ConfigError, EngineError
+
+__all__ = ["SharedSegment", "RamBlockSpec", "RamBlock", "SHM_DIR"]
+
+SHM_DIR = "/dev/shm"
+_NAME_PREFIX = "mfd-"
+_NAME_MAX = 255  # bytes in one file name (NAME_MAX on Linux)
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_MIN_PAGE_SIZE = 512
+_MAX_PAGE_SIZE = 65536
+_IMAGE_CHUNK = 64 << 20  # bytes per readinto() when loading an image
+# ConfigError keys: the config keys a user edits to set these values.
+_KEY_NAME = "workload.block"
+_KEY_SIZE = "workload.size"
+_KEY_PAGE_SIZE = "migration.page_size"
+_KEY_IMAGE = "workload.image"
+
+
+def _unlink_path(path: str, owner_pid: int) -> None:
+    """Finalizer and unlink body: remove ``path`` if this is the creating process."""
+    if os.getpid() != owner_pid:
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _safe_label(label: str, room: int) -> str:
+    text = _LABEL_UNSAFE.sub("_", str(label)) or "seg"
+    return text[:room]
+
+
+class SharedSegment:
+    """One POSIX shared-memory segment: a file under ``/dev/shm``, mapped.
+
+    ``name`` is the file name (no directory), ``size`` the mapped length in
+    bytes, ``buf`` a writable memoryview over the whole mapping.
+    """
+
+    __slots__ = ("name", "size", "buf", "_mmap", "_owner", "_finalizer", "__weakref__")
+
+    def __init__(self, name: str, size: int, mapping: mmap.mmap, *, owner: bool) -> None:
+        self.name = name
+        self.size = size
+        self._mmap: mmap.mmap | None = mapping
+        self.buf: memoryview = memoryview(mapping)
+        self._owner = owner
+        self._finalizer = (
+            weakref.finalize(self, _unlink_path, os.path.join(SHM_DIR, name), os.getpid())
+            if owner
+            else None
+        )
+
+    # -- construction -----------------------------------------------------
+
+    @classmethod
+    def create(cls, label: str, size: int) -> "SharedSegment":
+        """Create a new zero-filled segment of ``size`` bytes, owned by this process."""
+        size = _check_segment_size(size)
+        head = f"{_NAME_PREFIX}{os.getpid()}-"
+        for _attempt in range(16):
+            name = f"{head}{secrets.token_hex(4)}-"
+            name += _safe_label(label, _NAME_MAX - len(name))
+            path = os.path.join(SHM_DIR, name)
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            except FileExistsError:
+                continue
+            break
+        else:  # pragma: no cover - 16 random collisions in a row
+            raise EngineError(f"could not find a free shared-memory name for {label!r}")
+        try:
+            try:
+                os.ftruncate(fd, size)
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                raise EngineError(
+                    f"cannot reserve {size} bytes of shared memory in {SHM_DIR} "
+                    f"for {name}: {exc.strerror or exc}"
+                ) from exc
+            mapping = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            _unlink_path(path, os.getpid())
+            raise
+        os.close(fd)
+        return cls(name, size, mapping, owner=True)
+
+    @classmethod
+    def attach(cls, name: str, size: int | None = None) -> "SharedSegment":
+        """Map an existing segment by name; ``size`` None maps the whole file."""
+        if not isinstance(name, str) or not name or "/" in name or "\0" in name or name in (".", ".."):
+            raise EngineError(f"bad shared-memory segment name {name!r}")
+        fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
+        try:
+            file_size = os.fstat(fd).st_size
+            if size is None:
+                size = file_size
+            size = _check_segment_size(size)
+            if size > file_size:
+                raise EngineError(
+                    f"shared-memory segment {name} holds {file_size} bytes, "
+                    f"{size} were asked for"
+                )
+            mapping = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        return cls(name, size, mapping, owner=False)
+
+    # -- life cycle -------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._mmap is None
+
+    def close(self) -> None:
+        """Release the view and unmap.  Idempotent; does not unlink."""
+        mapping, self._mmap = self._mmap, None
+        if mapping is None:
+            return
+        buf = self.buf
+        try:
+            buf.release()
+        except BufferError:
+            # Someone still holds an export of buf (e.g. a numpy array): the
+            # mapping is freed when that goes away.
+            return
+        try:
+            mapping.close()
+        except BufferError:
+            # Slices of buf are still alive elsewhere; same as above.
+            pass
+
+    def unlink(self) -> None:
+        """Remove the name from /dev/shm.  Idempotent; mapped views stay valid."""
+        if self._finalizer is not None:
+            self._finalizer()  # runs _unlink_path once, then is dead
+        else:
+            try:
+                os.unlink(os.path.join(SHM_DIR, self.name))
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "SharedSegment":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        role = "owner" if self._owner else "attached"
+        return f"<SharedSegment {self.name} size={self.size} {role} {state}>"
+
+
+def _check_segment_size(size: Any) -> int:
+    if isinstance(size, bool):
+        raise ValueError(f"shared-memory segment size must be an integer, got {size!r}")
+    try:
+        size = operator.index(size)
+    except TypeError:
+        raise ValueError(f"shared-memory segment size must be an integer, got {size!r}") from None
+    if size <= 0:
+        raise ValueError(f"shared-memory segment size must be positive, got {size}")
+    return size
+
+
+# -- validation of block parameters ------------------------------------------
+
+
+def _check_name(name: Any) -> str:
+    if isinstance(name, bytes):
+        try:
+            name = name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(_KEY_NAME, f"RAM block name {name!r} is not UTF-8") from None
+    if not isinstance(name, str):
+        raise ConfigError(_KEY_NAME, f"RAM block name must be a string, got {name!r}")
+    if not name:
+        raise ConfigError(_KEY_NAME, "RAM block name is empty")
+    if "\0" in name:
+        raise ConfigError(_KEY_NAME, f"RAM block name {name!r} contains a NUL byte")
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(_KEY_NAME, f"RAM block name {name!r} is not valid UTF-8") from None
+    if len(encoded) > 255:
+        raise ConfigError(
+            _KEY_NAME, f"RAM block name is {len(encoded)} UTF-8 bytes, at most 255 fit: {name[:40]!r}..."
+        )
+    return name
+
+
+def _check_int(key: str, what: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(key, f"{what} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ConfigError(key, f"{what} must be an integer, got {value!r}") from None
+
+
+def _check_page_size(page_size: Any) -> int:
+    page_size = _check_int(_KEY_PAGE_SIZE, "page size", page_size)
+    if (
+        page_size < _MIN_PAGE_SIZE
+        or page_size > _MAX_PAGE_SIZE
+        or page_size & (page_size - 1)
+    ):
+        raise ConfigError(
+            _KEY_PAGE_SIZE,
+            f"page size {page_size} is not a power of two between "
+            f"{_MIN_PAGE_SIZE} and {_MAX_PAGE_SIZE}",
+        )
+    return page_size
+
+
+def _check_size(size: Any, page_size: int) -> int:
+    size = _check_int(_KEY_SIZE, "RAM block size", size)
+    if size <= 0 or size % page_size:
+        raise ConfigError(
+            _KEY_SIZE,
+            f"RAM block size {size} is not a positive multiple of the page size {page_size}",
+        )
+    return size
+
+
+# -- RAM blocks ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RamBlockSpec:
+    """What crosses to a worker: plain fields, msgpack-able through as_dict()."""
+
+    name: str
+    size: int
+    page_size: int
+    shm_name: str
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "page_size": self.page_size,
+            "shm_name": self.shm_name,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RamBlockSpec":
+        if not isinstance(d, dict):
+            raise ValueError(f"RAM block spec must be a mapping, got {type(d).__name__}")
+        fields = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+        missing = [k for k in ("name", "size", "page_size", "shm_name") if k not in fields]
+        if missing:
+            raise ValueError(f"RAM block spec lacks {missing[0]!r}")
+        unknown = sorted(set(fields) - {"name", "size", "page_size", "shm_name"})
+        if unknown:
+            raise ValueError(f"RAM block spec has an unknown key {unknown[0]!r}")
+        shm_name = fields["shm_name"]
+        if isinstance(shm_name, bytes):
+            shm_name = shm_name.decode("utf-8", "replace")
+        if not isinstance(shm_name, str) or not shm_name or "/" in shm_name or "\0" in shm_name:
+            raise ValueError(f"RAM block spec has a bad shared-memory name {shm_name!r}")
+        name = _check_name(fields["name"])
+        page_size = _check_page_size(fields["page_size"])
+        size = _check_size(fields["size"], page_size)
+        return cls(name=name, size=size, page_size=page_size, shm_name=shm_name)
+
+
+class RamBlock:
+    """A named RAM block whose bytes live in a :class:`SharedSegment`.
+
+    The process that made the block (``create`` / ``from_image``) owns it and
+    removes the shared-memory name in ``close``; attached blocks only unmap.
+    """
+
+    def __init__(self, name: str, size: int, page_size: int, segment: SharedSegment, *, owner: bool) -> None:
+        self.name = name
+        self.size = size
+        self.page_size = page_size
+        self.pages = size // page_size
+        self.segment = segment
+        self._owner = owner
+        self._array: np.ndarray | None = None
+
+    # -- construction -----------------------------------------------------
+
+    @classmethod
+    def create(cls, name: str, size: int, page_size: int) -> "RamBlock":
+        """A new zero-filled block, owned by this process."""
+        name = _check_name(name)
+        page_size = _check_page_size(page_size)
+        size = _check_size(size, page_size)
+        segment = SharedSegment.create(name, size)
+        return cls(name, size, page_size, segment, owner=True)
+
+    @classmethod
+    def attach(cls, spec: RamBlockSpec) -> "RamBlock":
+        """Map the block another process created (not an owner)."""
+        if isinstance(spec, dict):
+            spec = RamBlockSpec.from_dict(spec)
+        name = _check_name(spec.name)
+        page_size = _check_page_size(spec.page_size)
+        size = _check_size(spec.size, page_size)
+        segment = SharedSegment.attach(spec.shm_name, size)
+        return cls(name, size, page_size, segment, owner=False)
+
+    @classmethod
+    def from_image(cls, path: str | os.PathLike, name: str = "pc.ram", page_size: int = 4096) -> "RamBlock":
+        """Load a raw memory image (``.zst``: zstd-compressed) into a new block.
+
+        The bytes go straight from the file (or the zstd decoder) into shared
+        memory with ``readinto``; no full copy is made in Python.
+        """
+        name = _check_name(name)
+        page_size = _check_page_size(page_size)
+        path = os.fspath(path)
+        try:
+            if str(path).endswith(".zst"):
+                return cls._from_zst(path, name, page_size)
+            return cls._from_raw(path, name, page_size)
+        except OSError as exc:
+            raise ConfigError(_KEY_IMAGE, f"{path}: cannot read image: {exc.strerror or exc}") from exc
+
+    @classmethod
+    def _image_size_ok(cls, path: str, size: int, page_size: int) -> int:
+        if size <= 0 or size % page_size:
+            raise ConfigError(
+                _KEY_IMAGE,
+                f"{path}: image size {size} is not a non-zero multiple of the page size {page_size}",
+            )
+        return size
+
+    @classmethod
+    def _from_raw(cls, path: str, name: str, page_size: int) -> "RamBlock":
+        with open(path, "rb", buffering=0) as f:
+            size = cls._image_size_ok(path, os.fstat(f.fileno()).st_size, page_size)
+            block = cls(name, size, page_size, SharedSegment.create(name, size), owner=True)
+            try:
+                got = _fill_from(f, block.buf)
+                if got != size:
+                    raise ConfigError(
+                        _KEY_IMAGE, f"{path}: image shrank while loading ({got} of {size} bytes)"
+                    )
+            except BaseException:
+                block.close()
+                raise
+        return block
+
+    @classmethod
+    def _from_zst(cls, path: str, name: str, page_size: int) -> "RamBlock":
+        import zstandard
+
+        def reader(f):
+            return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True, closefd=False)
+
+        try:
+            with open(path, "rb") as f:
+                header = f.read(18)  # ZSTD_FRAMEHEADERSIZE_MAX
+                try:
+                    hint = zstandard.get_frame_parameters(header).content_size
+                except zstandard.ZstdError:
+                    raise ConfigError(_KEY_IMAGE, f"{path}: not a zstd stream") from None
+                if hint in (0, zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR) or hint < 0:
+                    hint = None
+                if hint is not None:
+                    # Single-frame files carry the size: decompress once.
+                    size = cls._image_size_ok(path, hint, page_size)
+                    f.seek(0)
+                    block = cls(name, size, page_size, SharedSegment.create(name, size), owner=True)
+                    try:
+                        with reader(f) as r:
+                            got = _fill_from(r, block.buf)
+                            extra = r.read(1)
+                    except BaseException:
+                        block.close()
+                        raise
+                    if got == size and not extra:
+                        return block
+                    block.close()  # several frames: size from the first was a lie
+                # Size unknown: count once, then decompress into shared memory.
+                f.seek(0)
+                size = 0
+                with reader(f) as r:
+                    while chunk := r.read(_IMAGE_CHUNK // 4):
+                        size += len(chunk)
+                size = cls._image_size_ok(path, size, page_size)
+                f.seek(0)
+                block = cls(name, size, page_size, SharedSegment.create(name, size), owner=True)
+                try:
+                    with reader(f) as r:
+                        got = _fill_from(r, block.buf)
+                    if got != size:
+                        raise ConfigError(
+                            _KEY_IMAGE, f"{path}: image changed while loading ({got} of {size} bytes)"
+                        )
+                except BaseException:
+                    block.close()
+                    raise
+                return block
+        except zstandard.ZstdError as exc:
+            raise ConfigError(_KEY_IMAGE, f"{path}: bad zstd data: {exc}") from exc
+
+    # -- access -----------------------------------------------------------
+
+    @property
+    def buf(self) -> memoryview:
+        """Writable memoryview over the whole block."""
+        if self.segment.closed:
+            raise ValueError(f"RAM block {self.name!r} is closed")
+        return self.segment.buf
+
+    @property
+    def array(self) -> np.ndarray:
+        """The block as a writable numpy uint8 array (no copy)."""
+        if self._array is None:
+            self._array = np.frombuffer(self.buf, np.uint8)
+        return self._array
+
+    def page(self, index: int) -> memoryview:
+        """Writable memoryview of page ``index`` (negative counts from the end)."""
+        i = operator.index(index)
+        if i < 0:
+            i += self.pages
+        if not 0 <= i < self.pages:
+            raise IndexError(f"page {index} outside RAM block {self.name!r} of {self.pages} pages")
+        off = i * self.page_size
+        return self.buf[off : off + self.page_size]
+
+    def spec(self) -> RamBlockSpec:
+        return RamBlockSpec(name=self.name, size=self.size, page_size=self.page_size, shm_name=self.segment.name)
+
+    @property
+    def owner(self) -> bool:
+        return self._owner
+
+    @property
+    def closed(self) -> bool:
+        return self.segment.closed
+
+    # -- life cycle -------------------------------------------------------
+
+    def close(self) -> None:
+        """Unmap; the owner also removes the shared-memory name.  Idempotent."""
+        self._array = None
+        self.segment.close()
+        if self._owner:
+            self.segment.unlink()
+
+    def __enter__(self) -> "RamBlock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __reduce__(self):
+        raise TypeError("a RamBlock does not cross processes; send block.spec() and RamBlock.attach() it")
+
+    def __repr__(self) -> str:
+        role = "owner" if self._owner else "attached"
+        state = "closed" if self.closed else "open"
+        return (
+            f"<RamBlock {self.name!r} {self.size} bytes, {self.pages} x {self.page_size} "
+            f"({self.segment.name}, {role}, {state})>"
+        )
+
+
+def _fill_from(f, buf: memoryview) -> int:
+    """readinto() ``buf`` from ``f`` until it is full or the stream ends; bytes read."""
+    total = len(buf)
+    pos = 0
+    while pos < total:
+        end = min(total, pos + _IMAGE_CHUNK)
+        with buf[pos:end] as view:
+            n = f.readinto(view)
+        if not n:
+            break
+        pos += n
+    return pos

@@ -1,0 +1,496 @@
+"""The Python face of the native page codec (``workers._native``).
+
+This is the only module that imports the cffi extension.  Every call here
+is one C call per packet (cffi releases the GIL around it); there are no
+per-page Python loops.
+
+Buffers (RAM blocks, slots, payloads) may be anything exporting the buffer
+protocol: ``mmap``, ``memoryview``, ``bytearray``, ``bytes`` (read-only
+uses), numpy arrays.  Page lists are numpy ``uint64`` arrays of page
+*indices* inside the block (byte offset = index * page_size).
+
+Errors: ``PayloadRejected`` for untrusted payload bytes (the receive
+functions; the caller adds channel/packet context), ``CodecError`` for
+everything else the native layer refuses (``PageIndexError``, also a
+``ValueError``, for a page index outside its block on the trusted side).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import pathlib
+import time
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.errors import CodecError
+
+try:
+    from workers._native import ffi, lib
+except ImportError as exc:  # not built, or built for another Python
+    raise ImportError(
+        "the native page codec workers._native cannot be imported "
+        f"({exc}); build it with `pip install -e .` from the repository root"
+    ) from exc
+
+
+# ---------------------------------------------------------------------------
+# build / version check
+
+def _expected_version() -> str:
+    try:
+        return importlib.metadata.version("multifd-engine")
+    except importlib.metadata.PackageNotFoundError:
+        pyproject = pathlib.Path(__file__).resolve().parent.parent / "pyproject.toml"
+        with open(pyproject, "rb") as f:
+            return str(tomllib.load(f)["project"]["version"])
+
+
+_BUILT_VERSION = ffi.string(lib.mfd_package_version()).decode("ascii", "replace")
+_PACKAGE_VERSION = _expected_version()
+if _BUILT_VERSION != _PACKAGE_VERSION:
+    raise ImportError(
+        f"workers._native was built for multifd-engine {_BUILT_VERSION!r} but the "
+        f"package is {_PACKAGE_VERSION!r}: a stale in-tree build of the native codec "
+        f"({getattr(lib, '__file__', 'workers/_native*.so')}); rebuild it with "
+        "`pip install -e .` from the repository root"
+    )
+
+
+# ---------------------------------------------------------------------------
+# statuses
+
+_STATUS_NAMES = (
+    "MFD_OK", "MFD_BEING_PROCESSED", "MFD_MORE_OUTPUT", "MFD_BUSY", "MFD_NOT_SUBMITTED",
+    "MFD_E_PARAM", "MFD_E_NOMEM", "MFD_E_PAYLOAD_SHORT", "MFD_E_LEN_ZERO",
+    "MFD_E_LEN_TOO_BIG", "MFD_E_LEN_SUM", "MFD_E_INFLATE", "MFD_E_INFLATE_SIZE",
+    "MFD_E_TRAILING", "MFD_E_DEFLATE", "MFD_E_HW", "MFD_E_PAGE_RANGE",
+)
+STATUS: dict[str, int] = {name: int(getattr(lib, name)) for name in _STATUS_NAMES}
+_NAME_OF: dict[int, str] = {code: name for name, code in STATUS.items()}
+
+_REASONS: dict[str, str] = {
+    "MFD_E_PAYLOAD_SHORT": "payload is not longer than its length table (next_packet_size <= 4 * normal_pages)",
+    "MFD_E_LEN_ZERO": "a page length is 0",
+    "MFD_E_LEN_TOO_BIG": "a page length is larger than the page size",
+    "MFD_E_LEN_SUM": "next_packet_size disagrees with the page lengths",
+    "MFD_E_INFLATE": "the page's DEFLATE stream is corrupt or truncated",
+    "MFD_E_INFLATE_SIZE": "the page did not decompress to exactly one page",
+    "MFD_E_TRAILING": "bytes left after the page's DEFLATE stream ended",
+    "MFD_E_PAGE_RANGE": "a page index lies outside its RAM block",
+    "MFD_E_HW": "the decompression job failed",
+}
+# statuses of a receive call that are the caller's or the machine's fault,
+# never the payload's; every other failure of a receive call is
+_NOT_INPUT_FAULTS = frozenset(STATUS[name] for name in (
+    "MFD_BEING_PROCESSED", "MFD_BUSY", "MFD_NOT_SUBMITTED",
+    "MFD_E_PARAM", "MFD_E_NOMEM", "MFD_E_DEFLATE",
+))
+
+
+def status_name(status: int) -> str:
+    """``MFD_*`` name of a status code (``status <n>`` for a device's own code)."""
+    return _NAME_OF.get(status, f"status {status}")
+
+
+class PageIndexError(CodecError, ValueError):
+    """A page index given by the engine lies outside its RAM block."""
+
+
+class PayloadRejected(Exception):
+    """A received payload was refused by the native decoder.
+
+    ``status``/``name``: the MFD_* code; ``page``: index (into the packet's
+    normal pages) of the page at fault, or ``normal_pages`` when the length
+    table as a whole is wrong; ``reason``: human text.  The caller turns it
+    into a ``WireError`` carrying channel and packet context.
+    """
+
+    def __init__(self, status: int, page: int, reason: str | None = None) -> None:
+        self.status = status
+        self.name = status_name(status)
+        self.page = page
+        self.reason = reason or _REASONS.get(self.name, f"decompression failed ({self.name})")
+        super().__init__(f"{self.name} at page {page}: {self.reason}")
+
+
+def _check(status: int, what: str) -> None:
+    """Raise the typed error for a non-OK status of a trusted-side call."""
+    if status == lib.MFD_OK:
+        return
+    name = status_name(status)
+    cls = PageIndexError if status == lib.MFD_E_PAGE_RANGE else CodecError
+    err = cls(f"{what}: {name} ({status})")
+    err.status = status  # type: ignore[attr-defined]
+    err.status_name = name  # type: ignore[attr-defined]
+    raise err
+
+
+def _check_untrusted(status: int, what: str, page: int) -> None:
+    """Like ``_check`` for a receive call: input faults are PayloadRejected."""
+    if status == lib.MFD_OK:
+        return
+    if status in _NOT_INPUT_FAULTS:
+        _check(status, what)
+    raise PayloadRejected(status, page)
+
+
+# ---------------------------------------------------------------------------
+# argument conversion
+
+# Every pointer made from a caller's buffer is used in a ``with`` block, so it
+# is released before the function returns or raises.  An exception whose
+# traceback still held such pointers crashed CPython 3.11's garbage
+# collector after the RAM block they pointed into had been closed.
+
+def _rbuf(buf: Any) -> Any:
+    return ffi.from_buffer("uint8_t[]", buf, require_writable=False)
+
+
+def _wbuf(buf: Any) -> Any:
+    try:
+        return ffi.from_buffer("uint8_t[]", buf, require_writable=True)
+    except (TypeError, BufferError) as exc:
+        raise TypeError(f"expected a writable buffer, got {type(buf).__name__}: {exc}") from exc
+
+
+def _pages_array(pages: Any) -> tuple[np.ndarray, int]:
+    """A page list as a native contiguous uint64 array, and its length."""
+    arr = np.ascontiguousarray(pages, dtype=np.uint64)
+    if arr.ndim != 1:
+        raise ValueError(f"page list must be 1-D, got shape {arr.shape}")
+    if len(arr) > 0xFFFFFFFF:
+        raise ValueError("too many pages for one call")
+    return arr, len(arr)
+
+
+def _pages_ptr(arr: np.ndarray) -> Any:
+    """``uint64_t *`` over a native uint64 array; use it in a ``with``."""
+    return ffi.from_buffer("uint64_t[]", arr, require_writable=arr.flags.writeable)
+
+
+def _page_size(page_size: int) -> int:
+    page_size = int(page_size)
+    if not 1 <= page_size <= 0xFFFFFFFF:
+        raise ValueError(f"page_size {page_size} out of range")
+    return page_size
+
+
+def _u32(value: int, what: str) -> int:
+    value = int(value)
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(f"{what} {value} out of range 0..2**32-1")
+    return value
+
+
+def _wq(queue: Any) -> Any:
+    """The ``mfd_workqueue *`` of a work-queue object, or the cdata itself."""
+    handle = getattr(queue, "handle", queue)
+    if handle is None:
+        raise ValueError("work queue is closed")
+    if not isinstance(handle, ffi.CData) or ffi.typeof(handle) != ffi.typeof("mfd_workqueue *"):
+        raise TypeError(f"expected a work queue (mfd_workqueue *), got {queue!r}")
+    if handle == ffi.NULL:
+        raise ValueError("work queue is closed")
+    return handle
+
+
+def _first_out_of_range(pages: np.ndarray, block_len: int, page_size: int) -> int:
+    bad = np.flatnonzero(pages >= np.uint64(block_len // page_size))
+    return int(bad[0]) if len(bad) else len(pages)
+
+
+# ---------------------------------------------------------------------------
+# public API
+
+def codec_name() -> str:
+    """The deflate library of this build, e.g. ``"zlib 1.2.13"``."""
+    return ffi.string(lib.mfd_codec_name()).decode()
+
+
+def package_version() -> str:
+    """The package version baked into the native build."""
+    return _BUILT_VERSION
+
+
+def find_zero_pages(block: Any, page_size: int, pages: np.ndarray,
+                    stats: "PacketStats | None" = None) -> int:
+    """Partition ``pages`` in place as QEMU does: normal pages first.
+
+    ``pages`` must be a writable, contiguous, native ``uint64`` array.
+    Returns the number of normal pages (they are ``pages[:n]``, the zero
+    pages ``pages[n:]``).  An index outside the block raises
+    ``PageIndexError`` (a ``CodecError`` and ``ValueError``) and leaves
+    ``pages`` untouched.  With ``stats``, adds ``zero_pages`` and
+    ``zero_ns``.
+    """
+    if not (isinstance(pages, np.ndarray) and pages.dtype == np.uint64
+            and pages.dtype.isnative and pages.ndim == 1 and pages.flags.c_contiguous):
+        raise TypeError("pages must be a 1-D contiguous native uint64 numpy array")
+    page_size = _page_size(page_size)
+    n = _u32(len(pages), "page count")
+    if n == 0:
+        return 0
+    t0 = time.monotonic_ns() if stats is not None else 0
+    with _rbuf(block) as blk, ffi.from_buffer("uint64_t[]", pages, require_writable=True) as cpages:
+        block_len = len(blk)
+        normal = lib.mfd_find_zero_pages(blk, block_len, page_size, cpages, n)
+    if normal == 0xFFFFFFFF:
+        bad = _first_out_of_range(pages, block_len, page_size)
+        raise PageIndexError(
+            f"find_zero_pages: MFD_E_PAGE_RANGE: page index {int(pages[bad]) if bad < n else '?'} "
+            f"outside a block of {block_len // page_size} pages"
+        )
+    if stats is not None:
+        stats.zero_ns += time.monotonic_ns() - t0
+        stats.zero_pages += n - normal
+    return int(normal)
+
+
+class JobArray:
+    """``count`` native jobs (``mfd_job *``), one per page of a packet."""
+
+    def __init__(self, count: int) -> None:
+        count = _u32(count, "job count")
+        if count == 0:
+            raise ValueError("a job array needs at least one job")
+        ptr = lib.mfd_jobs_new(count)
+        if ptr == ffi.NULL:
+            raise MemoryError(f"cannot allocate {count} jobs")
+        self.handle = ffi.gc(ptr, lib.mfd_jobs_free)
+        self.count = count
+
+    def close(self) -> None:
+        """Free the jobs now (otherwise when the object is collected)."""
+        if self.handle is not None:
+            ffi.release(self.handle)
+            self.handle = None
+
+    def _ptr(self, needed: int) -> Any:
+        if self.handle is None:
+            raise ValueError("job array is closed")
+        if needed > self.count:
+            raise ValueError(f"{needed} pages but only {self.count} jobs")
+        return self.handle
+
+
+class SoftwareQueue:
+    """The software work queue: zlib raw DEFLATE (4 KiB window) run in submit.
+
+    ``handle`` is the ``mfd_workqueue *``.  One queue per thread: it owns one
+    zlib stream pair that every job reuses.
+    """
+
+    is_hardware = False
+
+    def __init__(self, level: int = 1) -> None:
+        ptr = lib.mfd_software_queue_new(int(level))
+        if ptr == ffi.NULL:
+            raise CodecError(f"cannot create a software queue (level {level})")
+        self.handle = ffi.gc(ptr, lib.mfd_software_queue_free)
+
+    def close(self) -> None:
+        """Free the queue now (otherwise when the object is collected)."""
+        if self.handle is not None:
+            ffi.release(self.handle)
+            self.handle = None
+
+
+@dataclass
+class PacketStats:
+    """Counters of ``mfd_packet_stats``; summed per worker run."""
+
+    zero_pages: int = 0
+    normal_pages: int = 0
+    compressed_pages: int = 0
+    raw_pages: int = 0
+    hw_submitted: int = 0
+    busy: int = 0
+    retries: int = 0
+    sw_fallbacks: int = 0
+    hw_errors: int = 0
+    sw_errors: int = 0
+    zero_ns: int = 0
+    compress_ns: int = 0
+
+    @classmethod
+    def _from_c(cls, c: Any) -> "PacketStats":
+        return cls(**{name: int(getattr(c, name)) for name in _STATS_FIELDS})
+
+    def add(self, other: "PacketStats") -> "PacketStats":
+        """Add ``other``'s counters to this one (in place); returns self."""
+        for name in _STATS_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict."""
+        return dataclasses.asdict(self)
+
+
+_STATS_FIELDS = tuple(f.name for f in dataclasses.fields(PacketStats))
+if _STATS_FIELDS != tuple(name for name, _ in ffi.typeof("mfd_packet_stats").fields):
+    raise ImportError("PacketStats does not match mfd_packet_stats in pagecodec.h")
+
+_BUSY_POLICIES = {"fallback": lib.MFD_BUSY_FALLBACK, "retry": lib.MFD_BUSY_RETRY}
+
+
+def qpl_send_packet(jobs: JobArray, wq: Any, fallback: Any, *, max_retries: int,
+                    busy_policy: str, block: Any, page_size: int, pages: np.ndarray,
+                    slot: Any) -> tuple[int, PacketStats]:
+    """Build one packet's qpl payload (spec §4.4, QEMU's §7.1 loop) in ``slot``.
+
+    ``pages`` are the normal pages only.  Each page is submitted to ``wq``
+    (a work-queue object or its ``mfd_workqueue *``); busy answers are
+    retried ``max_retries`` times (``busy_policy="retry"``: forever), then
+    the page is compressed at once on ``fallback``.  Pages that do not
+    shrink below ``page_size`` bytes, or whose job failed, go raw.
+    ``slot`` needs ``4n + n * page_size`` bytes.  Returns
+    ``(next_packet_size, stats)``.
+    """
+    page_size = _page_size(page_size)
+    try:
+        policy = _BUSY_POLICIES[busy_policy]
+    except KeyError:
+        raise ValueError(f"busy_policy {busy_policy!r} not in {tuple(_BUSY_POLICIES)}") from None
+    arr, n = _pages_array(pages)
+    stats = ffi.new("mfd_packet_stats *")
+    if n == 0:
+        return 0, PacketStats()
+    need = 4 * n + n * page_size
+    payload_len = ffi.new("uint64_t *")
+    with _pages_ptr(arr) as cpages, _rbuf(block) as blk, _wbuf(slot) as out:
+        if len(out) < need:
+            raise ValueError(f"slot of {len(out)} bytes, {need} needed for {n} pages")
+        status = lib.mfd_qpl_send_packet(
+            jobs._ptr(n), _wq(wq), _wq(fallback), _u32(max_retries, "max_retries"), policy,
+            blk, len(blk), page_size, cpages, n, out, len(out), payload_len, stats)
+    _check(status, "qpl_send_packet")
+    return int(payload_len[0]), PacketStats._from_c(stats)
+
+
+def qpl_recv_packet(jobs: JobArray, wq: Any, fallback: Any, *, max_retries: int,
+                    payload: Any, pages: np.ndarray, block: Any, page_size: int) -> None:
+    """Check one qpl payload and decode it straight into ``block``.
+
+    The length table is validated before anything is written.  Raises
+    ``PayloadRejected`` for a bad table, a bad page stream or a page index
+    outside the block; ``CodecError`` for failures that are not the
+    payload's fault.
+    """
+    page_size = _page_size(page_size)
+    arr, n = _pages_array(pages)
+    if n == 0:
+        if len(memoryview(payload)) != 0:
+            raise PayloadRejected(lib.MFD_E_LEN_SUM, 0)
+        return
+    bad_page = ffi.new("uint32_t *")
+    with _pages_ptr(arr) as cpages, _rbuf(payload) as data, _wbuf(block) as blk:
+        status = lib.mfd_qpl_recv_packet(
+            jobs._ptr(n), _wq(wq), _wq(fallback), _u32(max_retries, "max_retries"),
+            data, len(data), cpages, n, blk, len(blk), page_size, bad_page)
+    _check_untrusted(status, "qpl_recv_packet", int(bad_page[0]))
+
+
+def none_send_packet(block: Any, page_size: int, pages: np.ndarray, slot: Any) -> int:
+    """Copy the normal pages into ``slot`` (method none); returns the payload size."""
+    page_size = _page_size(page_size)
+    arr, n = _pages_array(pages)
+    if n == 0:
+        return 0
+    with _pages_ptr(arr) as cpages, _rbuf(block) as blk, _wbuf(slot) as out:
+        if len(out) < n * page_size:
+            raise ValueError(f"slot of {len(out)} bytes, {n * page_size} needed for {n} pages")
+        status = lib.mfd_none_send_packet(blk, len(blk), page_size, cpages, n, out, len(out))
+    _check(status, "none_send_packet")
+    return n * page_size
+
+
+def none_recv_packet(payload: Any, pages: np.ndarray, block: Any, page_size: int) -> None:
+    """Copy a none payload into ``block``; PayloadRejected on a size or index problem."""
+    page_size = _page_size(page_size)
+    arr, n = _pages_array(pages)
+    size = memoryview(payload).nbytes
+    if size != n * page_size:
+        raise PayloadRejected(lib.MFD_E_LEN_SUM, n,
+                              f"payload of {size} bytes, expected {n} * {page_size}")
+    if n == 0:
+        return
+    with _pages_ptr(arr) as cpages, _rbuf(payload) as data, _wbuf(block) as blk:
+        block_len = len(blk)
+        status = lib.mfd_none_recv_packet(data, len(data), cpages, n, blk, block_len, page_size)
+    page = _first_out_of_range(arr, block_len, page_size) if status == lib.MFD_E_PAGE_RANGE else n
+    _check_untrusted(status, "none_recv_packet", page)
+
+
+def clear_pages(block: Any, page_size: int, pages: np.ndarray) -> None:
+    """Zero the given pages of ``block`` (receiver side of zero pages)."""
+    page_size = _page_size(page_size)
+    arr, n = _pages_array(pages)
+    if n == 0:
+        return
+    with _pages_ptr(arr) as cpages, _wbuf(block) as blk:
+        status = lib.mfd_clear_pages(blk, len(blk), page_size, cpages, n)
+    _check(status, "clear_pages")
+
+
+def compare_pages(a: Any, b: Any, page_size: int, max_report: int = 64) -> tuple[int, np.ndarray]:
+    """Compare two equally long buffers page by page.
+
+    Returns ``(mismatching page count, the first max_report mismatching
+    page indices as uint64)``.  A trailing partial page counts as a page.
+    """
+    page_size = _page_size(page_size)
+    max_report = max(0, int(max_report))
+    out = np.zeros(max(max_report, 1), dtype=np.uint64)
+    with _rbuf(a) as ca, _rbuf(b) as cb, _pages_ptr(out) as cout:
+        if len(ca) != len(cb):
+            raise ValueError(f"buffers differ in length: {len(ca)} != {len(cb)}")
+        total = lib.mfd_compare_pages(ca, cb, len(ca), page_size, cout, max_report)
+    if total == 0xFFFFFFFFFFFFFFFF:
+        raise CodecError("compare_pages: MFD_E_PARAM")
+    return int(total), out[:min(int(total), max_report)].copy()
+
+
+class SoftwareCodec:
+    """One page at a time through zlib (4 KiB window): for tests and tools."""
+
+    def __init__(self, level: int = 1) -> None:
+        ptr = lib.mfd_sw_new(int(level), 12)
+        if ptr == ffi.NULL:
+            raise CodecError(f"cannot create a software codec (level {level})")
+        self._sw = ffi.gc(ptr, lib.mfd_sw_free)
+
+    def close(self) -> None:
+        """Free the zlib state now."""
+        if self._sw is not None:
+            ffi.release(self._sw)
+            self._sw = None
+
+    def compress_page(self, page: Any) -> bytes | None:
+        """Raw DEFLATE of ``page`` in at most ``len(page) - 1`` bytes, else None."""
+        out_len = ffi.new("uint32_t *")
+        with _rbuf(page) as src:
+            if len(src) < 2:
+                raise ValueError("a page has at least 2 bytes")
+            out = ffi.new("uint8_t[]", len(src) - 1)
+            status = lib.mfd_sw_compress_page(self._sw, src, len(src), out, len(src) - 1, out_len)
+        if status == lib.MFD_MORE_OUTPUT:
+            return None
+        _check(status, "compress_page")
+        return bytes(ffi.buffer(out, out_len[0]))
+
+    def decompress_page(self, data: Any, page_size: int) -> bytes:
+        """Inflate one page stream; PayloadRejected unless exactly one page comes out."""
+        page_size = _page_size(page_size)
+        out = ffi.new("uint8_t[]", page_size)
+        with _rbuf(data) as src:
+            if len(src) == 0:
+                raise PayloadRejected(lib.MFD_E_LEN_ZERO, 0)
+            status = lib.mfd_sw_decompress_page(self._sw, src, len(src), out, page_size)
+        _check_untrusted(status, "decompress_page", 0)
+        return bytes(ffi.buffer(out, page_size))
