@@ -523,28 +523,43 @@ def _heap_segment(rng: np.random.Generator, density: float) -> np.ndarray:
 
 
 class _Pools:
-    """Seeded byte pools per data class; built once per seed."""
+    """Seeded byte pools per data class, each built on first use.
+
+    Every pool has its own random stream (seed, class), so a pool's bytes do
+    not depend on which other pools were built.
+    """
 
     def __init__(self, seed: int) -> None:
-        rng = _rng(_TAG_POOLS, seed)
-        nseg = _POOL_SIZE // _SEGMENT
-        # Styles come in fixed proportions; their order is shuffled per seed.
-        text = _TextStyles(rng)
-        styles = np.repeat(np.arange(4), _split_counts(nseg, np.array([0.40, 0.25, 0.20, 0.15])))
-        rng.shuffle(styles)
-        self.text = np.concatenate([text.segment(rng, int(s)) for s in styles])
-        code = _CodeStyles()
-        styles = np.repeat(np.arange(3), _split_counts(nseg, np.array([0.45, 0.35, 0.20])))
-        rng.shuffle(styles)
-        self.code = np.concatenate([code.segment(rng, int(s)) for s in styles])
-        sparse = int(nseg * 0.4)
-        density = np.concatenate([rng.uniform(0.02, 0.3, sparse), rng.uniform(0.3, 1.0, nseg - sparse)])
-        rng.shuffle(density)
-        self.heap = np.concatenate([_heap_segment(rng, float(d)) for d in density])
-        self.random = rng.integers(0, 256, _POOL_SIZE, dtype=np.uint8)
+        self.seed = seed
+        self._pools: dict[int, np.ndarray] = {}
 
     def pool(self, cls: int) -> np.ndarray:
-        return (None, None, self.random, self.text, self.code, self.heap)[cls]
+        if cls not in self._pools:
+            self._pools[cls] = self._build(cls, _rng(_TAG_POOLS, self.seed, cls))
+        return self._pools[cls]
+
+    @staticmethod
+    def _build(cls: int, rng: np.random.Generator) -> np.ndarray:
+        nseg = _POOL_SIZE // _SEGMENT
+        name = _CLASSES[cls]
+        if name == "incompressible":
+            return rng.integers(0, 256, _POOL_SIZE, dtype=np.uint8)
+        if name == "text":  # styles in fixed proportions, order shuffled per seed
+            text = _TextStyles(rng)
+            styles = np.repeat(np.arange(4), _split_counts(nseg, np.array([0.40, 0.25, 0.20, 0.15])))
+            rng.shuffle(styles)
+            return np.concatenate([text.segment(rng, int(s)) for s in styles])
+        if name == "code":
+            code = _CodeStyles()
+            styles = np.repeat(np.arange(3), _split_counts(nseg, np.array([0.45, 0.35, 0.20])))
+            rng.shuffle(styles)
+            return np.concatenate([code.segment(rng, int(s)) for s in styles])
+        if name == "heap":  # 40 % sparse segments (mostly free slots), 60 % dense
+            sparse = int(nseg * 0.4)
+            density = np.concatenate([rng.uniform(0.02, 0.3, sparse), rng.uniform(0.3, 1.0, nseg - sparse)])
+            rng.shuffle(density)
+            return np.concatenate([_heap_segment(rng, float(d)) for d in density])
+        raise ValueError(f"page class {name} has no pool")
 
 
 def _write_pages(
