@@ -20,7 +20,13 @@ what a run holds.  A segment made by :meth:`SharedSegment.create` is owned by
 the creating process: its name is removed by :meth:`SharedSegment.unlink`, or
 at the latest when the object is garbage collected or the interpreter exits
 (``weakref.finalize``; only in the creating process, so a forked child that
-exits never removes its parent's segments).
+exits never removes its parent's segments).  A killed process runs no
+finalizer: :func:`remove_stale_segments` removes segments whose creator is
+gone.
+
+Bad block parameters are ``ConfigError``s keyed by the config value a user
+sets: ``workload.block`` (name), ``workload.size``, ``migration.page_size``,
+``workload.image`` (image files).
 
 Closing while outside code still holds a view of the bytes (a numpy array made
 from :attr:`RamBlock.buf`, a page memoryview) cannot unmap the memory without
@@ -43,12 +49,13 @@ import numpy as np
 
 from engine.errors import ConfigError, EngineError
 
-__all__ = ["SharedSegment", "RamBlockSpec", "RamBlock", "SHM_DIR"]
+__all__ = ["SharedSegment", "RamBlockSpec", "RamBlock", "SHM_DIR", "remove_stale_segments"]
 
 SHM_DIR = "/dev/shm"
 _NAME_PREFIX = "mfd-"
 _NAME_MAX = 255  # bytes in one file name (NAME_MAX on Linux)
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_STALE_NAME = re.compile(r"mfd-([0-9]+)-[0-9a-f]{8}-")
 _MIN_PAGE_SIZE = 512
 _MAX_PAGE_SIZE = 65536
 _IMAGE_CHUNK = 64 << 20  # bytes per readinto() when loading an image
@@ -208,6 +215,40 @@ def _check_segment_size(size: Any) -> int:
     if size <= 0:
         raise ValueError(f"shared-memory segment size must be positive, got {size}")
     return size
+
+
+def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
+    """Unlink ``mfd-<pid>-...`` segments whose creating process no longer runs.
+
+    For clean-up after a run was killed (SIGKILL, SIGTERM: no finalizers
+    run).  Only meaningful when /dev/shm is not shared with another PID
+    namespace.  Returns the names removed.
+    """
+    removed = []
+    try:
+        names = os.listdir(shm_dir)
+    except FileNotFoundError:
+        return removed
+    for name in sorted(names):
+        match = _STALE_NAME.match(name)
+        if not match:
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, someone else's
+        try:
+            os.unlink(os.path.join(shm_dir, name))
+            removed.append(name)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 # -- validation of block parameters ------------------------------------------

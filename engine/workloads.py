@@ -49,8 +49,8 @@ Measured on 16 MiB of 4 KiB pages with the default mix: the data pages
 
 How it is made (fast, vectorised)
 ---------------------------------
-A few seeded *pools* are built once per seed: 4 MiB each of text-, code- and
-heap-like bytes and of random bytes.  A pool is made of 64 KiB segments of
+Seeded *pools* are built on first use: 4 MiB each of text-, code- and
+heap-like bytes and of random bytes (~0.1 s per class).  A pool is made of 64 KiB segments of
 different styles and densities, so page-sized windows from different offsets
 compress differently.  Each data page is a page-sized window of its class's
 pool at a seeded random offset (numpy fancy indexing over a strided window
@@ -98,7 +98,6 @@ _TAG_ROUND = 0x524F4E44  # "ROND"
 # Same-byte pages: which byte, how often.
 _SAME_BYTES = np.array([0xCC, 0x6B, 0xA5, 0xFF, 0x5A], np.uint8)
 _SAME_BYTE_P = np.array([0.70, 0.10, 0.06, 0.09, 0.05])
-
 
 
 # --------------------------------------------------------------------------

@@ -330,3 +330,20 @@ def test_no_mfd_segments_left_behind(tmp_path):
     for b in attached + blocks:
         b.close()
     assert ours() == before
+
+
+def test_remove_stale_segments_only_touches_dead_creators(tmp_path):
+    from engine.ram import remove_stale_segments
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    names = {
+        "stale": f"mfd-{int(dead.stdout)}-0123abcd-pc.ram",
+        "ours": f"mfd-{os.getpid()}-0123abcd-pc.ram",
+        "init": "mfd-1-0123abcd-pc.ram",  # pid 1 always runs
+        "other": "not-ours",
+    }
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"x")
+    assert remove_stale_segments(str(tmp_path)) == [names["stale"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for k, n in names.items() if k != "stale")

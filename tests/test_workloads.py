@@ -72,7 +72,7 @@ def test_pages_are_not_copies_of_each_other(filled16):
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes():
-    with RamBlock.create("a", 2 << 20, PAGE) as a, RamBlock.create("b", 2 << 20, PAGE) as b:
+    with RamBlock.create("a", 1 << 20, PAGE) as a, RamBlock.create("b", 1 << 20, PAGE) as b:
         b.array[:] = 0xEE  # fill writes every page, whatever was there
         ca = fill_guest_memory(a, seed=42)
         cb = fill_guest_memory(b, seed=42)
@@ -86,7 +86,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes():
 
 @pytest.mark.parametrize("page_size", [512, 1024, 16384, 65536])
 def test_other_page_sizes(page_size):
-    with RamBlock.create("pc.ram", 4 << 20, page_size) as block:
+    with RamBlock.create("pc.ram", 2 << 20, page_size) as block:
         counts = fill_guest_memory(block, seed=7)
         assert counts.total == block.pages
         pages = block.array.reshape(block.pages, page_size)
