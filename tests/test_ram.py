@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, EngineError
 from engine.ram import SHM_DIR, RamBlock, RamBlockSpec, SharedSegment
 
 PAGE = 4096
@@ -73,7 +73,7 @@ def test_segment_rejects_zero_and_bad_names():
         SharedSegment.create("neg", -1)
     with pytest.raises(FileNotFoundError):
         SharedSegment.attach("mfd-does-not-exist-xyz")
-    with pytest.raises(Exception):
+    with pytest.raises(EngineError, match="bad shared-memory segment name"):
         SharedSegment.attach("../etc/passwd")
 
 

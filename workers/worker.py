@@ -29,7 +29,6 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from engine import methods
 from engine.methods import MethodParams
