@@ -6,7 +6,7 @@ decoders treat every byte as untrusted and report problems only through the
 Payloads (per compression method) and cross-channel state (ids bound twice,
 SYNC barriers) belong to other modules.
 
-Layout and rules follow /work/shared/spec/multifd-wire-format.md (§1 init
+Layout and rules follow ../shared/spec/multifd-wire-format.md (§1 init
 packet, §2 header, §3 flags, §9 reject list, §10 real-stream quirks).
 """
 

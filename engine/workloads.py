@@ -16,7 +16,7 @@ Measured on four real Linux guests, per page:
 * 4-16 % do not compress below a page (random data, compressed files);
 * the rest is text, code and heap whose raw DEFLATE level-1 size (one stream
   per 4 KiB page) has a median of 1.3-1.7 KiB.  The ``wl3`` guest in
-  ``/work/shared/data`` has p10 212, p25 677, p50 1309, p75 1895, p90 2702
+  ``../shared/data`` has p10 212, p25 677, p50 1309, p75 1895, p90 2702
   bytes over its non-zero pages.
 
 Default mix (:class:`PageMix`)
