@@ -12,6 +12,7 @@ Everything the engine raises on purpose is an ``EngineError``; see
 """
 
 from engine.errors import (
+    AcceleratorError,
     BrokenWorker,
     ConfigError,
     EngineError,
@@ -21,7 +22,7 @@ from engine.errors import (
 )
 
 __all__ = [
-    "BrokenWorker", "Config", "ConfigError", "Engine", "EngineError", "Receiver", "Report",
+    "AcceleratorError", "BrokenWorker", "Config", "ConfigError", "Engine", "EngineError", "Receiver", "Report",
     "VerifyError", "WireError", "WorkerError", "load_config", "run_batch",
 ]
 

@@ -18,9 +18,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from engine.channels import ChannelSink, FileSink, FileSource, MemoryChannel, NullSink, channel_file_name
+from engine.channels import ChannelSink, FileSink, FileSource, MemoryChannel, NullSink
 from engine.config import Config
 from engine.coordinator import Coordinator, CoordinatorSettings
+from engine.devices import receive_jobs, send_jobs
 from engine.ram import RamBlock
 from engine.receiver import Receiver
 from engine.report import Report, RoundReport
@@ -70,11 +71,16 @@ class Engine:
     """The send side: source RAM, workers, channels.  A context manager.
 
     ``blocks`` and ``sinks`` default to what the config describes; blocks
-    passed in stay the caller's (the engine does not close them).
+    passed in stay the caller's (the engine does not close them).  ``uuid``
+    goes into every init packet (all zero, as QEMU without ``-uuid``, when
+    not given).  ``after_dispatch`` is a fault-injection hook (see
+    ``CoordinatorSettings``).
     """
 
     def __init__(self, config: Config | None = None, *, blocks: Sequence[RamBlock] | None = None,
-                 sinks: Sequence[ChannelSink] | None = None, fail_on_packet: int | None = None) -> None:
+                 sinks: Sequence[ChannelSink] | None = None, fail_on_packet: int | None = None,
+                 uuid: bytes = bytes(16),
+                 after_dispatch: Callable[[int, int, int, int], None] | None = None) -> None:
         self.config = config or Config()
         self._stack = ExitStack()
         try:
@@ -85,9 +91,12 @@ class Engine:
             for sink in self.sinks:
                 self._stack.callback(sink.close)
             m = self.config.migration
+            # the emulated IAA device (if any) the workers share; stops after them
+            jobs, self.device = send_jobs(self.config, self._stack, len(self.sinks))
             self.coordinator = Coordinator(self.blocks, self.sinks, CoordinatorSettings(
-                method=m.method, page_size=m.page_size, compat=m.compat, jobs=m.jobs,
-                fail_on_packet=fail_on_packet))
+                method=m.method, page_size=m.page_size, compat=m.compat, jobs=jobs,
+                fail_on_packet=fail_on_packet, uuid=uuid, method_level=m.method_level,
+                worker_restarts=self.config.run.worker_restarts, after_dispatch=after_dispatch))
             self._stack.callback(self.coordinator.close)
             self.coordinator.start()
         except BaseException:
@@ -126,9 +135,10 @@ def _receiver_for(engine: Engine, stack: ExitStack) -> Receiver:
         if isinstance(sink, MemoryChannel):
             sources.append(sink)
         else:
-            sources.append(FileSource(sink.path.parent / channel_file_name(sink.channel_id), sink.channel_id))
+            sources.append(FileSource(sink.path, sink.channel_id))
+    jobs, _device = receive_jobs(engine.config, stack, len(sources))
     receiver = stack.enter_context(Receiver(dest, sources, method=m.method, page_size=m.page_size,
-                                            compat=m.compat, uuid=bytes(16), jobs=m.jobs))
+                                            compat=m.compat, uuid=bytes(16), jobs=jobs))
     receiver.start()
     return receiver
 
@@ -160,6 +170,8 @@ def run_batch(config: Config | None = None, *, progress: Progress | None = None)
             report.rounds.append(entry)
         report.send_channels = engine.coordinator.channel_counters()
         report.accelerator = [c["accelerator"] for c in report.send_channels]
+        if engine.device is not None:
+            report.device = engine.device.counters()
         if receiver is not None:
             report.receive_channels = receiver.counters()
     if config.run.report:

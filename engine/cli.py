@@ -6,7 +6,9 @@ dispatches, and turns the engine's errors into messages and exit codes.
 
 Exit status: 0 success; 1 verification failed (pages differ); 2 bad usage
 or bad config; 3 bad input (a malformed channel stream); 4 the engine
-failed (a worker died or reported an error); 130 interrupted (Ctrl-C).
+failed (a worker died or reported an error); 5 the peer or the connection
+failed (TCP migration: not connected in time, closed, stalled, refused, or
+the peer reported an error); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Sequence
 from engine import errors
 from engine.commands import COMMANDS
 
-EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_INPUT, EXIT_ENGINE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_INPUT, EXIT_ENGINE, EXIT_PEER, EXIT_INTERRUPTED = (
+    0, 1, 2, 3, 4, 5, 130)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="multifd-engine",
         description="Compress and move guest memory pages as QEMU's multifd migration does.",
         epilog="exit status: 0 ok, 1 verify failed, 2 bad usage/config, 3 bad input, "
-               "4 engine failed, 130 interrupted")
+               "4 engine failed, 5 peer/connection failed, 130 interrupted")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
@@ -43,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (errors.TransportError, errors.ChannelStalled) as exc:
+        print(f"connection failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_PEER
     except errors.WireError as exc:
         print(f"bad input: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_INPUT

@@ -17,9 +17,12 @@ from typing import Any
 
 from engine import methods, wire
 from engine.errors import ConfigError
+from engine.stress.settings import StressSettings
 from engine.workloads import PageMix
+from workers.codec import COMPRESSION_SETTINGS
 from workers.jobs import BUSY_POLICIES, JobSettings
 from workers.workqueue import ACCELERATORS
+from workers.workqueue.emulated import EmulatorSettings, FaultSettings
 
 SOURCES = ("synthetic", "image")
 SINKS = ("memory", "file", "null")
@@ -33,6 +36,7 @@ class RunSettings:
     rounds: int = 4
     verify: bool = True
     report: str = ""            # JSON report path; "" = none
+    worker_restarts: int = 3    # replacements of a dead worker in a row before the run fails
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,10 @@ class MigrationSettings:
     accelerator: str = "auto"
     max_submit_retries: int = 3
     busy_policy: str = "fallback"
+    qpl_library: str = ""           # libqpl to load; "" = $MFD_QPL_LIBRARY, then the search path
+    compression: str = "balanced"   # qpl software path: "fast" | "balanced" (COMPRESSION_SETTINGS)
+    zlib_level: int = 1             # QEMU's multifd-zlib-level, 0..9
+    zstd_level: int = 1             # QEMU's multifd-zstd-level, 0..20
 
     @property
     def channel_count(self) -> int:
@@ -67,9 +75,24 @@ class MigrationSettings:
         return wire.Compat.parse(self.qemu_version)
 
     @property
+    def method_level(self) -> int | None:
+        """The level of the chosen stream method (zlib, zstd); None for the others."""
+        return {"zlib": self.zlib_level, "zstd": self.zstd_level}.get(self.method)
+
+    @property
     def jobs(self) -> JobSettings:
         return JobSettings(accelerator=self.accelerator, max_submit_retries=self.max_submit_retries,
-                           busy_policy=self.busy_policy)
+                           busy_policy=self.busy_policy, qpl_library=self.qpl_library,
+                           level=COMPRESSION_SETTINGS.get(self.compression, JobSettings.level))
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """TCP migration (``send --to`` / ``recv --listen``); seconds."""
+
+    connect_timeout: float = 10.0   # establish a connection (the sender retries while refused)
+    accept_timeout: float = 120.0   # the receiver waits this long for a sender to connect
+    stall_timeout: float = 30.0     # a read, write or SYNC barrier without progress this long fails
 
 
 @dataclass(frozen=True)
@@ -84,6 +107,9 @@ class Config:
     workload: WorkloadSettings = field(default_factory=WorkloadSettings)
     migration: MigrationSettings = field(default_factory=MigrationSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
+    transport: TransportSettings = field(default_factory=TransportSettings)
+    stress: StressSettings = field(default_factory=StressSettings)
+    emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
@@ -93,6 +119,9 @@ class Config:
             workload=_workload(data.get("workload", {})),
             migration=_section(MigrationSettings, "migration", data.get("migration", {})),
             sink=_section(SinkSettings, "sink", data.get("sink", {})),
+            transport=_section(TransportSettings, "transport", data.get("transport", {})),
+            stress=StressSettings.from_dict(data.get("stress", {})),
+            emulator=_emulator(data.get("emulator", {})),
         )
         _validate(config)
         return config
@@ -104,6 +133,7 @@ class Config:
             section = getattr(self, f.name)
             out[f.name] = {k.name: getattr(section, k.name) for k in fields(section)}
         out["workload"]["mix"] = dict(self.workload.mix.__dict__)
+        out["emulator"]["faults"] = dict(self.emulator.faults.__dict__)
         return out
 
 
@@ -183,6 +213,37 @@ def _workload(data: dict[str, Any]) -> WorkloadSettings:
     return WorkloadSettings(**{**settings.__dict__, **extra})
 
 
+def _emulator(data: dict[str, Any]) -> EmulatorSettings:
+    data = dict(data)
+    faults = data.pop("faults", {})
+    if not isinstance(faults, dict):
+        raise ConfigError("emulator.faults", "must be a table")
+    settings = _section(EmulatorSettings, "emulator", data)
+    fault_settings = _section(FaultSettings, "emulator.faults", faults)
+    return EmulatorSettings(**{**settings.__dict__, "faults": fault_settings})
+
+
+def _validate_emulator(e: EmulatorSettings) -> None:
+    bounds = {"queue_size": (1, 65536), "engines": (1, 64), "latency_us": (0, 1e6),
+              "engine_mb_per_s": (1e-3, 1e6), "decompress_speedup": (1e-3, 1e3),
+              "jitter": (0, 0.99)}
+    for key, (low, high) in bounds.items():
+        if not low <= getattr(e, key) <= high:
+            raise ConfigError(f"emulator.{key}", f"must be within {low}..{high}, got {getattr(e, key)}")
+    f = e.faults
+    for key in ("busy_storm_rate", "job_error_rate", "overflow_rate", "slow_job_rate"):
+        if not 0.0 <= getattr(f, key) <= 1.0:
+            raise ConfigError(f"emulator.faults.{key}", f"must be within 0..1, got {getattr(f, key)}")
+    for key in ("busy_storm_us", "slow_job_us"):
+        if not 0.0 <= getattr(f, key) <= 60e6:
+            raise ConfigError(f"emulator.faults.{key}", f"must be 0..60e6 µs, got {getattr(f, key)}")
+    if not 0 <= f.seed < 2**64:
+        raise ConfigError("emulator.faults.seed", f"must be 0..2**64-1, got {f.seed}")
+    if not 0 <= f.init_status <= 999:
+        raise ConfigError("emulator.faults.init_status",
+                          f"must be 0 (the probe passes) or a QPL status 1..999, got {f.init_status}")
+
+
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(key, f"{value!r} is not one of: {', '.join(allowed)}")
@@ -191,6 +252,8 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 def _validate(c: Config) -> None:
     if c.run.rounds < 1:
         raise ConfigError("run.rounds", f"must be at least 1, got {c.run.rounds}")
+    if not 0 <= c.run.worker_restarts <= 1000:
+        raise ConfigError("run.worker_restarts", f"must be 0..1000, got {c.run.worker_restarts}")
     w, m = c.workload, c.migration
     _choice("workload.source", w.source, SOURCES)
     if w.source == "image" and not w.image:
@@ -222,8 +285,18 @@ def _validate(c: Config) -> None:
                           f"{m.method!r} (its receiver would reject the flag)")
     _choice("migration.accelerator", m.accelerator, ACCELERATORS)
     _choice("migration.busy_policy", m.busy_policy, BUSY_POLICIES)
+    _validate_emulator(c.emulator)
+    _choice("migration.compression", m.compression, tuple(COMPRESSION_SETTINGS))
     if not 0 <= m.max_submit_retries <= 1_000_000:
         raise ConfigError("migration.max_submit_retries", f"must be 0..1000000, got {m.max_submit_retries}")
+    for key, levels in (("zlib_level", range(0, 10)), ("zstd_level", range(0, 21))):
+        if getattr(m, key) not in levels:
+            raise ConfigError(f"migration.{key}", f"must be {levels.start}..{levels.stop - 1} "
+                              f"(as QEMU's multifd-{key.replace('_', '-')}), got {getattr(m, key)}")
+    for key in ("connect_timeout", "accept_timeout", "stall_timeout"):
+        if not 0 < getattr(c.transport, key) <= 86400:
+            raise ConfigError(f"transport.{key}", f"must be seconds in (0, 86400], "
+                              f"got {getattr(c.transport, key)}")
     _choice("sink.kind", c.sink.kind, SINKS)
     if c.sink.kind == "null" and c.run.verify:
         raise ConfigError("run.verify", "a null sink keeps no bytes to verify; "

@@ -19,8 +19,18 @@
 
 Each worker owns one channel, one pipe and ``slots_per_worker`` output
 slots; that slot count bounds the work in flight per worker.  A worker
-that reports a failure, or dies without a word, ends the run with an
-error naming it and the packets it had in flight; the first error wins.
+that reports a failure ends the run with an error naming it and the
+packets it had in flight; the first error wins.
+
+A worker that dies without a word (killed, crashed) is replaced when
+``worker_restarts`` allows: ``_replace_dead`` starts a new process on the
+same channel and the same slots and gives it the dead one's in-flight
+packets again, in packet_num order.  Nothing of those packets reached the
+channel (a packet is written only when its Result arrives), so the
+re-send loses and repeats nothing, and the channel's packet_num order
+holds.  Only methods without state across packets can be resumed so
+(``Method.resumable``); a zlib or zstd stream dies with its worker.  A worker that dies more than ``worker_restarts`` times in a row
+(without finishing a packet in between) ends the run with BrokenWorker.
 
 Who owns what: the coordinator creates and unlinks every shared-memory
 segment (RAM blocks are the caller's, slots are the coordinator's); a slot
@@ -52,7 +62,12 @@ _MP = multiprocess.get_context("spawn")
 class _InFlight:
     slot: int
     block: int
-    page_count: int
+    pages: np.ndarray           # kept so a replacement worker can be given the packet again
+    sends: int = 0              # 1 + re-sends to replacements
+
+    @property
+    def page_count(self) -> int:
+        return len(self.pages)
 
 
 @dataclass
@@ -66,6 +81,9 @@ class _Worker:
     in_flight: dict[int, _InFlight] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     accelerator: str = "?"
+    path_reason: str = ""       # why the worker's work queue path was taken
+    deaths_in_a_row: int = 0    # reset by every Result
+    last_exit_code: int | None = None
 
     def count(self, **values: int) -> None:
         for key, value in values.items():
@@ -83,6 +101,14 @@ class CoordinatorSettings:
     result_timeout: float = 300.0
     fail_on_packet: int | None = None
     uuid: bytes = bytes(16)
+    method_level: int | None = None   # zlib/zstd level; None = the method's default
+    # replacements of one worker allowed in a row; 0 = a death ends the run
+    worker_restarts: int = 0
+    # fault injection: called after each Task is handed to a worker, with
+    # (worker_id, pid, packet_num, attempt); attempt counts from 1 and grows
+    # when a replacement is given the packet again.  The stress command
+    # kills workers here.
+    after_dispatch: Callable[[int, int, int, int], None] | None = None
 
 
 class Coordinator:
@@ -125,6 +151,17 @@ class Coordinator:
         worker_id = sink.channel_id
         count = self.settings.slots_per_worker
         slots = SharedSegment.create(f"slots{worker_id}", self._slot_size * count)
+        try:
+            process, conn = self._spawn(worker_id, slots)
+        except BaseException:
+            slots.close()
+            slots.unlink()
+            raise
+        return _Worker(worker_id, process, conn, sink, slots, list(range(count)))
+
+    def _spawn(self, worker_id: int, slots: SharedSegment) -> tuple[Any, Any]:
+        """Start the process of worker ``worker_id`` on ``slots``; (process, our pipe end)."""
+        count = self.settings.slots_per_worker
         spec = worker_main.WorkerSpec(
             worker_id=worker_id,
             method=self.method.name,
@@ -136,13 +173,19 @@ class Coordinator:
             zero_page_detection=self.settings.compat.zero_pages_in_packets,
             jobs=dict(self.settings.jobs.__dict__),
             fail_on_packet=self.settings.fail_on_packet,
+            method_level=self.settings.method_level,
         )
         ours, theirs = _MP.Pipe(duplex=True)
         process = _MP.Process(target=worker_main.main, args=(theirs, spec.as_dict()),
                               name=f"mfd-worker-{worker_id}", daemon=True)
-        process.start()
-        theirs.close()
-        return _Worker(worker_id, process, ours, sink, slots, list(range(count)))
+        try:
+            process.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return process, ours
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.start_timeout
@@ -156,7 +199,7 @@ class Coordinator:
             for w in list(waiting.values()):
                 message = self._poll(w)
                 if isinstance(message, Ready):
-                    w.accelerator = message.accelerator
+                    w.accelerator, w.path_reason = message.accelerator, message.path_reason
                     del waiting[w.worker_id]
                 elif message is not None:
                     raise errors.WorkerError(f"unexpected {type(message).__name__} during setup",
@@ -223,7 +266,11 @@ class Coordinator:
         if len(pages) and int(pages.max()) >= block.pages:
             raise ValueError(f"page index {int(pages.max())} outside block {block.name!r} "
                              f"({block.pages} pages)")
-        if len(np.unique(pages)) != len(pages):
+        # one byte per page of the block, not a sorted copy of the batch
+        # (np.unique): the coordinator's memory stays flat as RAM grows
+        seen = np.zeros(block.pages, dtype=np.bool_)
+        seen[pages] = True
+        if np.count_nonzero(seen) != len(pages):
             raise ValueError("a dirty batch names a page twice")
         return pages
 
@@ -245,11 +292,19 @@ class Coordinator:
     def _dispatch(self, w: _Worker, block_index: int, pages: np.ndarray) -> None:
         slot = w.free_slots.pop()
         packet_num = self._take_packet_num()
-        w.in_flight[packet_num] = _InFlight(slot, block_index, len(pages))
+        w.in_flight[packet_num] = _InFlight(slot, block_index, pages)
+        self._send_task(w, packet_num)
+
+    def _send_task(self, w: _Worker, packet_num: int) -> None:
+        flight = w.in_flight[packet_num]
         try:
-            w.conn.send_bytes(Task(packet_num, block_index, pages, slot).pack())
+            w.conn.send_bytes(Task(packet_num, flight.block, flight.pages, flight.slot).pack())
         except OSError:
-            self._terminate_broken(w)
+            self._replace_dead(w)   # re-sends this packet too
+            return
+        flight.sends += 1
+        if self.settings.after_dispatch is not None:
+            self.settings.after_dispatch(w.worker_id, w.process.pid, packet_num, flight.sends)
 
     def _wait_result_or_death(self) -> None:
         busy = [w for w in self.workers if w.in_flight]
@@ -270,16 +325,19 @@ class Coordinator:
             if w.conn.poll():
                 return unpack(w.conn.recv_bytes())
         except (EOFError, OSError):
-            self._terminate_broken(w)
+            self._replace_dead(w)
+            return None
         except MessageError as exc:
             raise errors.WorkerError(str(exc), worker_id=w.worker_id, kind="protocol") from exc
         if not w.process.is_alive():
-            self._terminate_broken(w)
+            self._replace_dead(w)
         return None
 
     def _process(self, w: _Worker, message: Any) -> None:
         if isinstance(message, Result):
             self._merge_result(w, message)
+        elif isinstance(message, Ready):
+            w.accelerator, w.path_reason = message.accelerator, message.path_reason  # a replacement is up
         elif isinstance(message, Failure):
             error = errors.WorkerError(message.message, worker_id=message.worker_id,
                                        packet_num=message.packet_num, kind=message.kind)
@@ -288,13 +346,43 @@ class Coordinator:
             raise errors.WorkerError(f"unexpected {type(message).__name__}",
                                      worker_id=w.worker_id, kind="protocol")
 
-    def _terminate_broken(self, w: _Worker) -> None:
+    def _replace_dead(self, w: _Worker) -> None:
+        """Worker ``w`` died: replace it and re-send its packets, or end the run."""
         w.process.join(1.0)
-        code = w.process.exitcode
+        w.last_exit_code = w.process.exitcode
+        w.deaths_in_a_row += 1
+        if (self._closed or w.deaths_in_a_row > self.settings.worker_restarts
+                or not self.replaceable):
+            self._terminate_broken(w)
+        w.conn.close()
+        w.process, w.conn = self._spawn(w.worker_id, w.slots)
+        w.accelerator = "?"
+        w.count(restarts=1)
+        # The replacement reads its pipe only after setup; the tasks wait
+        # there (a few small frames) so the other channels go on meanwhile.
+        process = w.process
+        for packet_num in sorted(w.in_flight):
+            self._send_task(w, packet_num)
+            if w.process is not process:
+                return   # that one died too; the nested call re-sent everything
+
+    @property
+    def replaceable(self) -> bool:
+        """Can a dead worker be replaced mid-migration (see ``Method.resumable``)?"""
+        return bool(getattr(self.method, "resumable", False))
+
+    def _terminate_broken(self, w: _Worker) -> None:
+        code = w.last_exit_code
         packets = sorted(w.in_flight)
-        raise errors.BrokenWorker(
-            f"process {w.process.pid} died (exit code {code}) with packets {packets} in flight",
-            worker_id=w.worker_id, packet_num=packets[0] if packets else None, kind="died")
+        message = f"process {w.process.pid} died (exit code {code}) with packets {packets} in flight"
+        if self.settings.worker_restarts and not self.replaceable:
+            message += (f"; method {self.method.name} keeps one stream per channel, which died "
+                        "with it: a replacement cannot continue the stream")
+        elif self.settings.worker_restarts:
+            message += (f"; it died {w.deaths_in_a_row} times in a row, more than "
+                        f"run.worker_restarts = {self.settings.worker_restarts}")
+        raise errors.BrokenWorker(message, worker_id=w.worker_id,
+                                  packet_num=packets[0] if packets else None, kind="died")
 
     def _merge_result(self, w: _Worker, result: Result) -> None:
         flight = w.in_flight.pop(result.packet_num, None)
@@ -317,6 +405,7 @@ class Coordinator:
         start = result.slot * self._slot_size
         w.sink.write(self._header, w.slots.buf[start:start + result.next_packet_size])
         w.free_slots.append(result.slot)
+        w.deaths_in_a_row = 0
         w.count(packets=1, normal_pages=result.normal_num, zero_pages=result.zero_num,
                 payload_bytes=result.next_packet_size,
                 bytes=len(self._header) + result.next_packet_size)
@@ -327,7 +416,7 @@ class Coordinator:
     def channel_counters(self) -> list[dict[str, Any]]:
         """Per channel: its worker's pid, path and counters so far."""
         return [{"channel": w.worker_id, "pid": w.process.pid, "accelerator": w.accelerator,
-                 **w.counters} for w in self.workers]
+                 "path_reason": w.path_reason, **w.counters} for w in self.workers]
 
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self.workers]

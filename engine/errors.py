@@ -113,6 +113,21 @@ class BarrierError(WireError):
     """A channel ended or stalled before the round's SYNC barrier completed."""
 
 
+class ChannelStalled(EngineError):
+    """A channel made no progress for its stall timeout (``transport.stall_timeout``).
+
+    The peer stopped reading (``side`` = "write": the sender could not hand
+    over bytes) or stopped sending (``side`` = "read").  ``channel`` names
+    the channel, ``seconds`` the timeout that ran out.
+    """
+
+    def __init__(self, message: str, *, channel: int, side: str, seconds: float) -> None:
+        super().__init__(f"channel {channel}: {message}")
+        self.channel = channel
+        self.side = side
+        self.seconds = seconds
+
+
 class WorkerError(EngineError):
     """A worker process reported a failure while handling a packet.
 
@@ -159,3 +174,55 @@ class VerifyError(EngineError):
     def __init__(self, message: str, *, mismatched_offsets: list[int]) -> None:
         super().__init__(message)
         self.mismatched_offsets = mismatched_offsets
+
+
+class AcceleratorError(EngineError):
+    """The accelerator the config asks for is not usable here.
+
+    libqpl is missing or too old, no IAA work queue is usable, or the
+    hardware probe failed; ``status`` is the QPL (or device) status when
+    there is one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransportError(EngineError):
+    """A connection to the peer failed (TCP migration).
+
+    ``channel`` names the data channel, None for the control connection;
+    ``peer`` is the other end's address when known.  A stalled data channel
+    is a ``ChannelStalled`` instead.
+    """
+
+    def __init__(self, message: str, *, channel: int | None = None, peer: str | None = None) -> None:
+        where = "control connection" if channel is None else f"channel {channel}"
+        super().__init__(f"{where}{f' ({peer})' if peer else ''}: {message}")
+        self.channel = channel
+        self.peer = peer
+
+
+class ConnectFailed(TransportError):
+    """No connection within ``transport.connect_timeout`` / ``accept_timeout``."""
+
+
+class PeerClosed(TransportError):
+    """The peer closed or reset a connection the protocol still needed."""
+
+
+class PeerStalled(TransportError):
+    """The control connection made no progress for ``transport.stall_timeout``."""
+
+
+class PeerFailed(TransportError):
+    """The peer reported an error of its own; its text is in the message."""
+
+
+class SessionRefused(TransportError):
+    """The two ends disagree on the session (method, page size, channels, ...)."""
+
+
+class ControlError(WireError):
+    """The control connection carried bytes that are not our protocol."""

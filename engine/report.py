@@ -39,6 +39,9 @@ class Report:
     rounds: list[RoundReport] = field(default_factory=list)
     send_channels: list[dict[str, Any]] = field(default_factory=list)
     receive_channels: list[dict[str, Any]] = field(default_factory=list)
+    device: dict[str, int] = field(default_factory=dict)   # the emulated IAA device's own counters
+    # TCP migrations: both ends' sha256 per RAM block agree (None: not a TCP run)
+    final_digests_match: bool | None = None
     schema_version: int = SCHEMA_VERSION
 
     # ---- derived figures ----------------------------------------------
@@ -61,10 +64,12 @@ class Report:
     @property
     def verified(self) -> bool | None:
         """True if every round verified, False if one did not, None if not checked."""
-        checks = [r.mismatched_pages for r in self.rounds if r.mismatched_pages is not None]
+        checks = [r.mismatched_pages == 0 for r in self.rounds if r.mismatched_pages is not None]
+        if self.final_digests_match is not None:
+            checks.append(self.final_digests_match)
         if not checks:
             return None
-        return all(m == 0 for m in checks)
+        return all(checks)
 
     def totals(self) -> dict[str, Any]:
         guest = self.pages_sent * self.page_size
@@ -85,6 +90,7 @@ class Report:
             "send_seconds": seconds,
             "send_mb_per_s": guest / seconds / 1e6 if seconds else None,
             "verified": self.verified,
+            **{key: self._sum(key) for key in WORK_QUEUE_COUNTERS},
         }
 
     # ---- output -------------------------------------------------------
@@ -106,6 +112,8 @@ class Report:
             f"multifd-engine {self.engine_version}: method {self.method}, {self.channels} channel(s), "
             f"page size {self.page_size}, peer QEMU {self.qemu_version}",
             f"codec {self.codec}; work queue path: {', '.join(sorted(set(self.accelerator)))}",
+            *[f"  why: {reason}" for reason in sorted({c.get('path_reason', '') for c in
+                                                       self.send_channels} - {''})],
             "",
             f"{'round':>5} {'pages':>9} {'packets':>8} {'send s':>8} {'recv s':>8}  verify",
         ]
@@ -122,22 +130,49 @@ class Report:
             f"ratio           {_num(t['ratio'], '.2f'):>12}",
             f"send            {_num(t['send_mb_per_s'], '.1f'):>12}  MB/s of guest RAM "
             f"({t['send_seconds']:.3f} s)",
+            "work queue      " + ", ".join(f"{_LABELS[k]} {t[k]}" for k in WORK_QUEUE_COUNTERS),
+            *_device_lines(self.device),
             "",
             f"{'channel':>7} {'packets':>8} {'normal':>8} {'zero':>7} {'raw':>7} {'MB':>9} "
-            f"{'busy':>6} {'fallback':>8}  path",
+            f"{'hw jobs':>8} {'busy':>6} {'retries':>7} {'fallback':>8} {'hw err':>6} {'sw err':>6}  path",
         ]
         for c in self.send_channels:
             lines.append(
                 f"{c['channel']:>7} {c.get('packets', 0):>8} {c.get('normal_pages', 0):>8} "
                 f"{c.get('zero_pages', 0):>7} {c.get('raw_pages', 0):>7} {c.get('bytes', 0) / mb:>9.2f} "
-                f"{c.get('busy', 0):>6} {c.get('sw_fallbacks', 0):>8}  {c.get('accelerator', '?')}")
+                f"{c.get('hw_submitted', 0):>8} {c.get('busy', 0):>6} {c.get('retries', 0):>7} "
+                f"{c.get('sw_fallbacks', 0):>8} {c.get('hw_errors', 0):>6} {c.get('sw_errors', 0):>6}  "
+                f"{c.get('accelerator', '?')}")
         lines += ["", f"verify: {_verdict_total(self.verified)}"]
+        if self.final_digests_match is not None:
+            lines[-1] = ("verify: both ends' final sha256 per RAM block agree"
+                         if self.final_digests_match else "verify: FAILED: final digests differ")
         for r in self.rounds:
             for block, offsets in r.first_mismatch_offsets.items():
                 shown = ", ".join(f"{o:#x}" for o in offsets)
                 lines.append(f"  round {r.round}: {r.mismatched_pages} page(s) of {block!r} differ, "
                              f"first at {shown}")
         return "\n".join(lines)
+
+
+# per-worker work-queue counters (PacketStats), summed per channel and run
+WORK_QUEUE_COUNTERS = ("hw_submitted", "busy", "retries", "sw_fallbacks", "hw_errors", "sw_errors")
+_LABELS = {"hw_submitted": "hardware jobs", "busy": "busy answers", "retries": "retries",
+           "sw_fallbacks": "software fallbacks", "hw_errors": "hardware errors",
+           "sw_errors": "software errors"}
+
+
+def _device_lines(device: dict[str, int]) -> list[str]:
+    if not device:
+        return []
+    d = device
+    return [
+        f"emulated IAA    {d['jobs_done']} jobs, busy answers {d['busy_full'] + d['busy_storm']} "
+        f"(queue full {d['busy_full']}, {d['storms']} storm(s) {d['busy_storm']}), did not fit "
+        f"{d['more_output']}",
+        f"  injected      job errors {d['job_errors']}, overflows {d['overflows']}, "
+        f"slow jobs {d['slow_jobs']}",
+    ]
 
 
 def _num(value: float | None, spec: str) -> str:

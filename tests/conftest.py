@@ -10,8 +10,10 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
-def shm_segments() -> set[str]:
-    return {name for name in os.listdir("/dev/shm") if name.startswith("mfd-")}
+def shm_segments(pid: int | None = None) -> set[str]:
+    """Our segments in /dev/shm: made by ``pid`` (default: this process)."""
+    prefix = f"mfd-{os.getpid() if pid is None else pid}-"
+    return {name for name in os.listdir("/dev/shm") if name.startswith(prefix)}
 
 
 @pytest.fixture

@@ -197,6 +197,8 @@ def test_qpl_send_payload_format(rng, sw, page_size):
     jobs.close()
 
 
+@pytest.mark.skipif(codec.codec_libraries()[0] != "zlib",
+                    reason="this build compresses with another library (MFD_CODEC=zlib builds the zlib one)")
 def test_qpl_send_compresses_like_python_zlib(rng, sw):
     """Same zlib, same parameters: byte-identical to zlib.compressobj(1, DEFLATED, -12)."""
     page_size = 4096
@@ -524,7 +526,8 @@ def test_packet_stats_and_names():
     assert a.add(b) is a
     assert a.as_dict()["normal_pages"] == 5 and a.raw_pages == 1 and a.compress_ns == 15
     assert set(a.as_dict()) == {name for name, _ in ffi.typeof("mfd_packet_stats").fields}
-    assert codec.codec_name().startswith("zlib ")
+    assert set(codec.codec_libraries()) <= {"isal", "libdeflate", "zlib"}
+    assert codec.codec_name().endswith(" (decompress)")
     assert codec.status_name(lib.MFD_E_LEN_SUM) == "MFD_E_LEN_SUM"
     assert codec.status_name(217) == "status 217"
 

@@ -15,7 +15,8 @@ from engine.inspection import inspect_channels
 
 pytestmark = pytest.mark.usefixtures("no_shm_leak")
 
-CAPTURES = ["qemu-10.0-qpl", "qemu-10.0-none", "qemu-7.2-none"]
+CAPTURES = ["qemu-10.0-qpl", "qemu-10.0-none", "qemu-10.0-zlib", "qemu-10.0-zstd",
+            "qemu-7.2-none", "qemu-7.2-zlib", "qemu-7.2-zstd"]
 
 
 @pytest.mark.parametrize("folder", CAPTURES)

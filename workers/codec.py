@@ -69,6 +69,7 @@ _STATUS_NAMES = (
     "MFD_E_PARAM", "MFD_E_NOMEM", "MFD_E_PAYLOAD_SHORT", "MFD_E_LEN_ZERO",
     "MFD_E_LEN_TOO_BIG", "MFD_E_LEN_SUM", "MFD_E_INFLATE", "MFD_E_INFLATE_SIZE",
     "MFD_E_TRAILING", "MFD_E_DEFLATE", "MFD_E_HW", "MFD_E_PAGE_RANGE",
+    "MFD_E_STREAM_END", "MFD_E_DEVICE",
 )
 STATUS: dict[str, int] = {name: int(getattr(lib, name)) for name in _STATUS_NAMES}
 _NAME_OF: dict[int, str] = {code: name for name, code in STATUS.items()}
@@ -83,17 +84,21 @@ _REASONS: dict[str, str] = {
     "MFD_E_TRAILING": "bytes left after the page's DEFLATE stream ended",
     "MFD_E_PAGE_RANGE": "a page index lies outside its RAM block",
     "MFD_E_HW": "the decompression job failed",
+    "MFD_E_DEVICE": "the work queue's device is gone or refused the job's buffers",
+    "MFD_E_STREAM_END": "the channel's compression stream ended inside the channel",
 }
 # statuses of a receive call that are the caller's or the machine's fault,
 # never the payload's; every other failure of a receive call is
 _NOT_INPUT_FAULTS = frozenset(STATUS[name] for name in (
     "MFD_BEING_PROCESSED", "MFD_BUSY", "MFD_NOT_SUBMITTED",
-    "MFD_E_PARAM", "MFD_E_NOMEM", "MFD_E_DEFLATE",
+    "MFD_E_PARAM", "MFD_E_NOMEM", "MFD_E_DEFLATE", "MFD_E_DEVICE",
 ))
 
 
 def status_name(status: int) -> str:
     """``MFD_*`` name of a status code (``status <n>`` for a device's own code)."""
+    if status >= lib.MFD_QPL_STATUS_BASE:
+        return f"QPL status {status - lib.MFD_QPL_STATUS_BASE}"
     return _NAME_OF.get(status, f"status {status}")
 
 
@@ -208,8 +213,40 @@ def _first_out_of_range(pages: np.ndarray, block_len: int, page_size: int) -> in
 # public API
 
 def codec_name() -> str:
-    """The deflate library of this build, e.g. ``"zlib 1.2.13"``."""
+    """The deflate library of each direction of this build, e.g.
+    ``"isal 2.30 (compress) / libdeflate 1.14 (decompress)"``."""
     return ffi.string(lib.mfd_codec_name()).decode()
+
+
+def codec_libraries() -> tuple[str, str]:
+    """(compress, decompress) library names of this build, e.g. ``("isal", "libdeflate")``."""
+    compress, decompress = codec_name().split(" / ")
+    return compress.split()[0], decompress.split()[0]
+
+
+# migration.compression: what the software path optimises for; both stay in
+# the qpl wire format (raw DEFLATE, 4 KiB window, output below a page)
+COMPRESSION_SETTINGS: dict[str, int] = {
+    "fast": int(lib.MFD_SETTING_FAST),          # static Huffman codes, as IAA by default
+    "balanced": int(lib.MFD_SETTING_BALANCED),  # level 1: a Huffman code fitted to each page
+}
+
+
+def raw_compress_pages(block: Any, page_size: int, pages: np.ndarray, *,
+                       setting: str = "balanced") -> int:
+    """The codec alone in a C loop (benchmark baseline): compressed bytes of ``pages``.
+
+    Each page is its own stream capped below a page, as the qpl method;
+    a page that does not shrink counts ``page_size`` bytes.
+    """
+    page_size = _page_size(page_size)
+    arr, n = _pages_array(pages)
+    out_bytes = ffi.new("uint64_t *")
+    with _pages_ptr(arr) as cpages, _rbuf(block) as blk:
+        status = lib.mfd_raw_compress_pages(COMPRESSION_SETTINGS[setting], blk, len(blk),
+                                            page_size, cpages, n, out_bytes)
+    _check(status, "raw_compress_pages")
+    return int(out_bytes[0])
 
 
 def package_version() -> str:
@@ -279,10 +316,11 @@ class JobArray:
 
 
 class SoftwareQueue:
-    """The software work queue: zlib raw DEFLATE (4 KiB window) run in submit.
+    """The software work queue: raw DEFLATE (4 KiB window) run in submit.
 
     ``handle`` is the ``mfd_workqueue *``.  One queue per thread: it owns one
-    zlib stream pair that every job reuses.
+    compressor and one decompressor (``codec_name()``) that every job
+    reuses.  ``level`` is a ``COMPRESSION_SETTINGS`` value.
     """
 
     is_hardware = False
@@ -457,16 +495,20 @@ def compare_pages(a: Any, b: Any, page_size: int, max_report: int = 64) -> tuple
 
 
 class SoftwareCodec:
-    """One page at a time through zlib (4 KiB window): for tests and tools."""
+    """One page at a time through the software codec (4 KiB window): for tests and tools.
 
-    def __init__(self, level: int = 1) -> None:
-        ptr = lib.mfd_sw_new(int(level), 12)
+    ``level`` is a ``COMPRESSION_SETTINGS`` value; ``window_bits`` bounds
+    every match distance of the compressor (12: IAA's 4 KiB history).
+    """
+
+    def __init__(self, level: int = 1, window_bits: int = 12) -> None:
+        ptr = lib.mfd_sw_new(int(level), int(window_bits))
         if ptr == ffi.NULL:
             raise CodecError(f"cannot create a software codec (level {level})")
         self._sw = ffi.gc(ptr, lib.mfd_sw_free)
 
     def close(self) -> None:
-        """Free the zlib state now."""
+        """Free the codec state now."""
         if self._sw is not None:
             ffi.release(self._sw)
             self._sw = None
@@ -494,3 +536,95 @@ class SoftwareCodec:
             status = lib.mfd_sw_decompress_page(self._sw, src, len(src), out, page_size)
         _check_untrusted(status, "decompress_page", 0)
         return bytes(ffi.buffer(out, page_size))
+
+
+def zlib_version() -> str:
+    """The zlib that method zlib's streams run on, e.g. ``"1.2.13"``."""
+    return ffi.string(lib.mfd_zstream_zlib_version()).decode()
+
+
+class ZlibStream:
+    """One channel's zlib stream (method ``zlib``), kept across packets.
+
+    ``ZlibStream.deflater(level)`` on the send side, ``ZlibStream.inflater()``
+    on the receive side; one C call per packet runs the stream over the
+    packet's pages as QEMU's multifd-zlib does (spec §4.2).  After any error
+    the stream refuses further packets: a channel cannot resynchronise.
+    """
+
+    def __init__(self, handle: Any, deflating: bool) -> None:
+        self._z = ffi.gc(handle, lib.mfd_zstream_free)
+        self.deflating = deflating
+
+    @classmethod
+    def deflater(cls, level: int) -> "ZlibStream":
+        if not 0 <= int(level) <= 9:
+            raise ValueError(f"zlib level {level} outside 0..9")
+        handle = lib.mfd_zlib_deflate_new(int(level))
+        if handle == ffi.NULL:
+            raise MemoryError("cannot create a zlib deflate stream")
+        return cls(handle, True)
+
+    @classmethod
+    def inflater(cls) -> "ZlibStream":
+        handle = lib.mfd_zlib_inflate_new()
+        if handle == ffi.NULL:
+            raise MemoryError("cannot create a zlib inflate stream")
+        return cls(handle, False)
+
+    def close(self) -> None:
+        """Free the stream now (otherwise when the object is collected)."""
+        if self._z is not None:
+            ffi.release(self._z)
+            self._z = None
+
+    def _handle(self) -> Any:
+        if self._z is None:
+            raise ValueError("zlib stream is closed")
+        return self._z
+
+    def send_packet(self, block: Any, page_size: int, pages: np.ndarray, slot: Any) -> int:
+        """Compress the normal ``pages`` into ``slot``; returns next_packet_size."""
+        page_size = _page_size(page_size)
+        arr, n = _pages_array(pages)
+        if n == 0:
+            return 0
+        payload_len = ffi.new("uint64_t *")
+        with _pages_ptr(arr) as cpages, _rbuf(block) as blk, _wbuf(slot) as out:
+            status = lib.mfd_zlib_send_packet(self._handle(), blk, len(blk), page_size,
+                                              cpages, n, out, len(out), payload_len)
+        if status == lib.MFD_MORE_OUTPUT:
+            raise CodecError(f"zlib_send_packet: {n} pages do not fit a slot of {len(slot)} bytes")
+        _check(status, "zlib_send_packet")
+        return int(payload_len[0])
+
+    def recv_packet(self, payload: Any, pages: np.ndarray, block: Any, page_size: int) -> None:
+        """Inflate one payload straight into ``pages`` of ``block``.
+
+        ``PayloadRejected`` names the page at fault (``page == len(pages)``:
+        input left after the last page).
+        """
+        page_size = _page_size(page_size)
+        arr, n = _pages_array(pages)
+        bad_page = ffi.new("uint32_t *")
+        with _pages_ptr(arr) as cpages, _rbuf(payload) as data, _wbuf(block) as blk:
+            block_len = len(blk)
+            status = lib.mfd_zlib_recv_packet(self._handle(), data, len(data), cpages, n,
+                                              blk, block_len, page_size, bad_page)
+        if status == lib.MFD_OK:
+            return
+        page = int(bad_page[0])
+        if status == lib.MFD_E_PAGE_RANGE:
+            page = _first_out_of_range(arr, block_len, page_size)
+        reason = _ZLIB_REASONS.get(status_name(status))
+        if status in _NOT_INPUT_FAULTS:
+            _check(status, "zlib_recv_packet")
+        raise PayloadRejected(status, page, reason)
+
+
+_ZLIB_REASONS = {
+    "MFD_E_INFLATE": "the channel's zlib stream is corrupt here",
+    "MFD_E_INFLATE_SIZE": "the payload ended inside this page (short output)",
+    "MFD_E_TRAILING": "input left over after the packet's last page",
+    "MFD_E_STREAM_END": "the channel's zlib stream ended (never happens in a QEMU channel)",
+}

@@ -9,12 +9,12 @@ accelerator, and one software job that is always there.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Iterable
 
 import numpy as np
 
 from workers import codec
-from workers.workqueue import WorkQueue, open_work_queue
-from workers.workqueue.software import SoftwareWorkQueue
+from workers.workqueue import WorkQueue, open_work_queues
 
 BUSY_POLICIES = ("fallback", "retry")
 
@@ -25,6 +25,8 @@ class JobSettings:
     max_submit_retries: int = 3
     busy_policy: str = "fallback"
     level: int = 1
+    device: str = ""         # emulated: the device's control segment ("" = a private device)
+    qpl_library: str = ""    # iaa/auto: where libqpl is ("" = $MFD_QPL_LIBRARY, then the search path)
 
 
 class PageJobs:
@@ -35,13 +37,36 @@ class PageJobs:
             raise ValueError(f"busy_policy {settings.busy_policy!r} not in {BUSY_POLICIES}")
         self.settings = settings
         self.jobs = codec.JobArray(page_count)
-        self.queue: WorkQueue = open_work_queue(settings.accelerator, level=settings.level)
-        self.fallback = SoftwareWorkQueue(level=settings.level)
+        try:
+            self._queues = open_work_queues(
+                settings.accelerator, page_count=page_count, level=settings.level,
+                device=settings.device, qpl_library=settings.qpl_library)
+        except BaseException:
+            self.jobs.close()
+            raise
+        self.queue: WorkQueue = self._queues.queue
+        self.fallback: WorkQueue = self._queues.fallback
 
     @property
     def path(self) -> str:
         """Which path runs the jobs (reported per worker)."""
         return self.queue.name
+
+    @property
+    def path_reason(self) -> str:
+        """Why that path (e.g. why ``auto`` stayed on software)."""
+        return self._queues.reason
+
+    def map_shared_memory(self, segments: Iterable[tuple[str, Any]]) -> None:
+        """Tell a device-backed queue where the shared segments (name, buffer) lie.
+
+        A worker calls this with its RAM blocks and output slots, so jobs
+        on them reach the emulated device as segment offsets.
+        """
+        mapper = getattr(self.queue, "map_shared_memory", None)
+        if mapper is not None:
+            for name, buf in segments:
+                mapper(name, buf)
 
     def compress(self, block, page_size: int, pages: np.ndarray, slot) -> tuple[int, codec.PacketStats]:
         """qpl payload of ``pages`` (normal pages only) into ``slot``; returns its size."""
@@ -61,6 +86,5 @@ class PageJobs:
         )
 
     def close(self) -> None:
-        self.fallback.close()
-        self.queue.close()
+        self._queues.close()
         self.jobs.close()

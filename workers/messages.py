@@ -50,9 +50,10 @@ class Ready:
     worker_id: int
     pid: int
     accelerator: str            # which work queue path it runs
+    path_reason: str = ""       # why that path (e.g. why auto stayed on software)
 
     def pack(self) -> bytes:
-        return msgpack.packb([READY, self.worker_id, self.pid, self.accelerator])
+        return msgpack.packb([READY, self.worker_id, self.pid, self.accelerator, self.path_reason])
 
 
 @dataclass(frozen=True)

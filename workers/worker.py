@@ -52,6 +52,7 @@ class WorkerSpec:
     zero_page_detection: bool
     jobs: dict = field(default_factory=dict)       # JobSettings fields
     fail_on_packet: int | None = None  # fault injection: raise on this packet
+    method_level: int | None = None    # zlib/zstd level; None = the method's default
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -66,13 +67,23 @@ class _Worker:
         self.state: Any = None
         self.blocks = [RamBlock.attach(RamBlockSpec.from_dict(b)) for b in spec.blocks]
         self.slots = SharedSegment.attach(spec.slots_name)
-        params = MethodParams(spec.worker_id, spec.page_size, JobSettings(**spec.jobs))
+        params = MethodParams(spec.worker_id, spec.page_size, JobSettings(**spec.jobs),
+                              level=spec.method_level)
         self.state = self.method.send_setup(params)
+        jobs = getattr(self.state, "jobs", None)
+        if hasattr(jobs, "map_shared_memory"):
+            # a device-backed queue reaches pages and slots by segment name
+            jobs.map_shared_memory([(b.segment.name, b.buf) for b in self.blocks]
+                                   + [(self.slots.name, self.slots.buf)])
 
     @property
     def accelerator(self) -> str:
         # methods without page jobs (none) run no work queue at all
         return getattr(getattr(self.state, "jobs", None), "path", "none")
+
+    @property
+    def path_reason(self) -> str:
+        return getattr(getattr(self.state, "jobs", None), "path_reason", "")
 
     def handle(self, task: Task) -> Result:
         spec = self.spec
@@ -121,7 +132,8 @@ def main(conn: Any, spec_dict: dict) -> None:
         conn.send_bytes(_failure(spec.worker_id, None, "setup", exc))
         return
     try:
-        conn.send_bytes(Ready(spec.worker_id, os.getpid(), worker.accelerator).pack())
+        conn.send_bytes(Ready(spec.worker_id, os.getpid(), worker.accelerator,
+                                 worker.path_reason).pack())
         _serve(conn, worker)
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass  # the coordinator went away or the user interrupted: just clean up

@@ -28,6 +28,13 @@ Hook contract (what ``Method`` implementations must do):
 ``recv_cleanup(state)``
     Free what recv_setup allocated.
 
+``resumable`` (optional attribute, default False)
+    True when a fresh ``send_setup`` can take over a channel in the middle
+    of a migration: nothing carries from one packet to the next.  The
+    coordinator replaces a dead worker only then; a per-channel stream
+    (zlib, zstd) died with its worker, and the receiver's half of it
+    cannot follow a new one.
+
 Registration is explicit and refuses a duplicate name or flag.
 """
 
@@ -49,6 +56,7 @@ class MethodParams:
     channel: int
     page_size: int
     jobs: JobSettings = field(default_factory=JobSettings)
+    level: int | None = None     # compression level of stream methods; None = the method's default
 
     @property
     def page_count(self) -> int:
@@ -104,6 +112,9 @@ def by_flag(flag: int) -> Method | None:
 
 
 from engine.methods import nocomp as _nocomp, qpl as _qpl  # noqa: E402
+from engine.methods import zlib as _zlib, zstd as _zstd  # noqa: E402
 
 register(_nocomp.NOCOMP)
+register(_zlib.ZLIB)
+register(_zstd.ZSTD)
 register(_qpl.QPL)

@@ -15,6 +15,7 @@ from workers import codec
 class NoComp:
     name = "none"
     flag = wire.FLAG_NOCOMP
+    resumable = True            # nothing carries from packet to packet
 
     def slot_size(self, page_size: int) -> int:
         return wire.page_count_for(page_size) * page_size

@@ -29,6 +29,8 @@ class _State:
 class Qpl:
     name = "qpl"
     flag = wire.FLAG_QPL
+    uses_work_queue = True      # its pages run on PageJobs: IAA, the emulated device or software
+    resumable = True            # every page is its own stream
 
     def slot_size(self, page_size: int) -> int:
         n = wire.page_count_for(page_size)

@@ -13,7 +13,11 @@ pyproject.toml is baked into the module (``mfd_package_version()``) so that
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
 import sys
+import sysconfig
+import tempfile
 import tomllib
 
 import cffi
@@ -22,6 +26,11 @@ NATIVE_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(NATIVE_DIR))
 HEADER = os.path.join(NATIVE_DIR, "pagecodec.h")
 SOURCE = os.path.join(NATIVE_DIR, "pagecodec.c")
+# further C modules of the same extension: <name>.h joins the cdef after
+# pagecodec.h (whose MFD_* codes they use), <name>.c the sources
+MODULES = ["zstream", "rawloop", "iaa_emulator", "qpl_shim"]
+# C files of the extension that are not part of the cdef
+INTERNAL_SOURCES = [os.path.join(NATIVE_DIR, "deflate_backend.c")]
 
 COMPILE_ARGS = ["-O2", "-std=c11", "-Wall", "-Wextra"]
 
@@ -51,18 +60,78 @@ def _c_string(text: str) -> str:
     return f'"{text}"'
 
 
-with open(HEADER, encoding="utf-8") as _f:
-    CDEF = _f.read()
+# The software path's raw-DEFLATE library, per direction, fastest first
+# (measured per 4 KiB page, bench/README.md).  MFD_CODEC picks by hand:
+# "auto" (default), or "<compress>[/<decompress>]", e.g. "zlib" for the
+# zlib-only floor or "isal/libdeflate".
+CODEC_LIBRARIES = {            # name: (header, -l library, symbol)
+    "isal": ("isa-l.h", "isal", "isal_deflate_stateless"),
+    "libdeflate": ("libdeflate.h", "deflate", "libdeflate_deflate_decompress_ex"),
+    "zlib": ("zlib.h", "z", "deflateInit2_"),
+}
+COMPRESS_ORDER = ("isal", "libdeflate", "zlib")
+DECOMPRESS_ORDER = ("libdeflate", "isal", "zlib")
+_CODEC_MACROS = {("compress", "isal"): "MFD_DEFLATE_ISAL",
+                 ("compress", "libdeflate"): "MFD_DEFLATE_LIBDEFLATE",
+                 ("decompress", "isal"): "MFD_INFLATE_ISAL",
+                 ("decompress", "libdeflate"): "MFD_INFLATE_LIBDEFLATE"}
+
+
+def _links(name: str) -> bool:
+    """Whether a program using library ``name`` compiles and links here."""
+    header, library, symbol = CODEC_LIBRARIES[name]
+    program = f"#include <{header}>\nint main(void) {{ return (int)(long)&{symbol} == 1; }}\n"
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "probe.c")
+        with open(source, "w", encoding="ascii") as f:
+            f.write(program)
+        result = subprocess.run([*compiler, source, "-o", os.path.join(tmp, "probe"), f"-l{library}"],
+                                capture_output=True)
+    return result.returncode == 0
+
+
+def choose_codecs(request: str) -> tuple[str, str]:
+    """(compress, decompress) library names for an MFD_CODEC value."""
+    request = request.strip() or "auto"
+    if request == "auto":
+        found = {name for name in CODEC_LIBRARIES if _links(name)}
+        return (next(n for n in COMPRESS_ORDER if n in found or n == "zlib"),
+                next(n for n in DECOMPRESS_ORDER if n in found or n == "zlib"))
+    parts = request.split("/")
+    if len(parts) > 2 or any(p not in CODEC_LIBRARIES for p in parts):
+        raise SystemExit(f"MFD_CODEC={request!r}: expected \"auto\" or <compress>[/<decompress>] "
+                         f"with names from {', '.join(CODEC_LIBRARIES)}")
+    for name in set(parts):
+        if not _links(name):
+            raise SystemExit(f"MFD_CODEC={request!r}: {name} cannot be linked here "
+                             f"(is its -dev package installed?)")
+    return parts[0], parts[-1]
+
+
+CODECS = choose_codecs(os.environ.get("MFD_CODEC", "auto"))
+print(f"multifd-engine: software codec {CODECS[0]} (compress) / {CODECS[1]} (decompress)",
+      file=sys.stderr)
+CODEC_MACROS = [(_CODEC_MACROS[key], "1") for key in zip(("compress", "decompress"), CODECS)
+                if key in _CODEC_MACROS]
+CODEC_LIBS = [CODEC_LIBRARIES[n][1] for n in dict.fromkeys(CODECS) if n != "zlib"]
+
+CDEF = ""
+for _header in [HEADER] + [os.path.join(NATIVE_DIR, f"{m}.h") for m in MODULES]:
+    with open(_header, encoding="utf-8") as _f:
+        CDEF += _f.read() + "\n"
 
 ffibuilder = cffi.FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "workers._native",
-    "#include <stdint.h>\n#include \"pagecodec.h\"\n",
-    sources=[_rel(SOURCE)],
+    "#include <stdint.h>\n#include \"pagecodec.h\"\n"
+    + "".join(f"#include \"{m}.h\"\n" for m in MODULES),
+    sources=[_rel(SOURCE)] + [_rel(os.path.join(NATIVE_DIR, f"{m}.c")) for m in MODULES]
+    + [_rel(path) for path in INTERNAL_SOURCES],
     include_dirs=[NATIVE_DIR],
-    libraries=["z"],
-    define_macros=[("MFD_PACKAGE_VERSION", _c_string(_package_version()))],
+    libraries=CODEC_LIBS + ["z", "dl", "pthread"],  # dl: libqpl is loaded at run time
+    define_macros=[("MFD_PACKAGE_VERSION", _c_string(_package_version()))] + CODEC_MACROS,
     extra_compile_args=COMPILE_ARGS,
 )
 

@@ -2,7 +2,8 @@
  * pagecodec.c: the per-page loops of multifd-engine (see pagecodec.h).
  *
  * Raw DEFLATE per page as QEMU's multifd-qpl puts it on the wire, with
- * zlib as the software codec, and the per-packet submit/retry/fallback/wait
+ * the fastest library the build found as the software codec
+ * (deflate_backend.c), and the per-packet submit/retry/fallback/wait
  * loop of migration/multifd-qpl.c driving any mfd_workqueue.
  *
  * Rules kept everywhere: every page index is checked against the block
@@ -10,15 +11,14 @@
  * buffers given, nothing prints and nothing aborts.
  */
 #define _POSIX_C_SOURCE 200809L   /* clock_gettime under -std=c11 */
-#define ZLIB_CONST                /* z_stream.next_in is const */
 
 #include <stdint.h>
-#include <zlib.h>
 #include <string.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "pagecodec.h"
+#include "deflate_backend.h"
 
 #ifndef MFD_PACKAGE_VERSION
 #define MFD_PACKAGE_VERSION "unknown (not built by build_native.py)"
@@ -91,7 +91,7 @@ const char *mfd_package_version(void)
 
 const char *mfd_codec_name(void)
 {
-    return "zlib " ZLIB_VERSION;
+    return mfd_deflate_backend_name();
 }
 
 /* ------------------------------------------------------------------ */
@@ -123,32 +123,23 @@ uint32_t mfd_find_zero_pages(const uint8_t *block, uint64_t block_len,
 }
 
 /* ------------------------------------------------------------------ */
-/* software deflate / inflate                                          */
+/* software deflate / inflate: deflate_backend.c's library, per page    */
 
 struct mfd_sw {
-    z_stream def;
-    z_stream inf;
+    mfd_deflater *def;
+    mfd_inflater *inf;
 };
 
 mfd_sw *mfd_sw_new(int level, int window_bits)
 {
-    if (level < Z_DEFAULT_COMPRESSION || level > Z_BEST_COMPRESSION)
-        return NULL;
-    if (window_bits < 9 || window_bits > 15)
-        return NULL;
     mfd_sw *sw = calloc(1, sizeof *sw);
     if (!sw)
         return NULL;
-    /* negative window bits: raw deflate, no zlib header or trailer */
-    if (deflateInit2(&sw->def, level, Z_DEFLATED, -window_bits, 8,
-                     Z_DEFAULT_STRATEGY) != Z_OK) {
-        free(sw);
-        return NULL;
-    }
-    /* the receiver reads any raw-DEFLATE page, whatever window made it */
-    if (inflateInit2(&sw->inf, -15) != Z_OK) {
-        deflateEnd(&sw->def);
-        free(sw);
+    /* level is the compression setting: MFD_SETTING_FAST or _BALANCED */
+    sw->def = mfd_deflater_new(level, window_bits);
+    sw->inf = mfd_inflater_new();
+    if (!sw->def || !sw->inf) {
+        mfd_sw_free(sw);
         return NULL;
     }
     return sw;
@@ -158,32 +149,17 @@ void mfd_sw_free(mfd_sw *sw)
 {
     if (!sw)
         return;
-    deflateEnd(&sw->def);
-    inflateEnd(&sw->inf);
+    mfd_deflater_free(sw->def);
+    mfd_inflater_free(sw->inf);
     free(sw);
 }
 
 int mfd_sw_compress_page(mfd_sw *sw, const uint8_t *in, uint32_t in_len,
                          uint8_t *out, uint32_t cap, uint32_t *out_len)
 {
-    if (!sw || !in || !out || !out_len || in_len == 0 || cap == 0)
+    if (!sw)
         return MFD_E_PARAM;
-    *out_len = 0;
-    z_stream *z = &sw->def;
-    if (deflateReset(z) != Z_OK)
-        return MFD_E_DEFLATE;
-    z->next_in = in;
-    z->avail_in = in_len;
-    z->next_out = out;
-    z->avail_out = cap;
-    int ret = deflate(z, Z_FINISH);
-    if (ret == Z_STREAM_END) {
-        *out_len = cap - z->avail_out;
-        return MFD_OK;
-    }
-    if (ret == Z_OK || ret == Z_BUF_ERROR)
-        return MFD_MORE_OUTPUT;     /* did not fit in cap */
-    return MFD_E_DEFLATE;
+    return mfd_deflater_page(sw->def, in, in_len, out, cap, out_len);
 }
 
 /* inflate one page; *produced gets the bytes written (may be < page_size) */
@@ -191,35 +167,9 @@ static int sw_inflate(mfd_sw *sw, const uint8_t *in, uint32_t in_len,
                       uint8_t *out, uint32_t page_size, uint32_t *produced)
 {
     *produced = 0;
-    if (!sw || !in || !out || in_len == 0 || page_size == 0)
+    if (!sw)
         return MFD_E_PARAM;
-    z_stream *z = &sw->inf;
-    if (inflateReset(z) != Z_OK)
-        return MFD_E_INFLATE;
-    z->next_in = in;
-    z->avail_in = in_len;
-    z->next_out = out;
-    z->avail_out = page_size;       /* never a byte past the page */
-    int ret = inflate(z, Z_FINISH);
-    *produced = page_size - z->avail_out;
-    switch (ret) {
-    case Z_STREAM_END:
-        if (z->avail_in != 0)
-            return MFD_E_TRAILING;
-        if (z->avail_out != 0)
-            return MFD_E_INFLATE_SIZE;
-        return MFD_OK;
-    case Z_OK:
-    case Z_BUF_ERROR:
-        /* output full before the stream ended: more than one page */
-        if (z->avail_out == 0)
-            return MFD_E_INFLATE_SIZE;
-        return MFD_E_INFLATE;       /* input ended inside the stream */
-    case Z_MEM_ERROR:
-        return MFD_E_NOMEM;
-    default:                        /* Z_DATA_ERROR, Z_NEED_DICT, ... */
-        return MFD_E_INFLATE;
-    }
+    return mfd_inflater_page(sw->inf, in, in_len, out, page_size, produced);
 }
 
 int mfd_sw_decompress_page(mfd_sw *sw, const uint8_t *in, uint32_t in_len,

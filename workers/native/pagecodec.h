@@ -32,6 +32,10 @@
 #define MFD_OP_COMPRESS   1
 #define MFD_OP_DECOMPRESS 0
 
+/* compression settings of the software path (the `level` arguments) */
+#define MFD_SETTING_FAST     0  /* static Huffman codes (IAA's default): fastest */
+#define MFD_SETTING_BALANCED 1  /* level 1: a Huffman code fitted to each page */
+
 #define MFD_BUSY_FALLBACK 0     /* after max_retries busy answers: software */
 #define MFD_BUSY_RETRY    1     /* keep retrying (QPL v6 series behaviour) */
 
@@ -84,7 +88,8 @@ typedef struct mfd_packet_stats {
 
 /* the version string of the Python package this .so was built for */
 const char *mfd_package_version(void);
-/* which deflate library this build uses, e.g. "zlib 1.2.13" */
+/* which deflate library runs each direction of the software path, e.g.
+ * "isal 2.30 (compress) / libdeflate 1.14 (decompress)" */
 const char *mfd_codec_name(void);
 
 /*
@@ -96,7 +101,8 @@ const char *mfd_codec_name(void);
 uint32_t mfd_find_zero_pages(const uint8_t *block, uint64_t block_len,
                              uint32_t page_size, uint64_t *pages, uint32_t n);
 
-/* software deflate/inflate state: one per worker, reused for every page */
+/* software deflate/inflate state: one per worker, reused for every page;
+ * level is MFD_SETTING_*, window_bits (9..15) bounds every match distance */
 typedef struct mfd_sw mfd_sw;
 mfd_sw *mfd_sw_new(int level, int window_bits);
 void mfd_sw_free(mfd_sw *sw);
@@ -109,7 +115,8 @@ int mfd_sw_compress_page(mfd_sw *sw, const uint8_t *in, uint32_t in_len,
 int mfd_sw_decompress_page(mfd_sw *sw, const uint8_t *in, uint32_t in_len,
                            uint8_t *out, uint32_t page_size);
 
-/* the software work queue: submit runs the job at once on `sw` */
+/* the software work queue: submit runs the job at once on `sw`;
+ * level is MFD_SETTING_*, the window IAA's 4 KiB */
 mfd_workqueue *mfd_software_queue_new(int level);
 void mfd_software_queue_free(mfd_workqueue *wq);
 

@@ -1,0 +1,122 @@
+"""``multifd-engine doctor``: which path each method will take here, and why.
+
+Reads the IAA devices and work queues (sysfs, /dev/iax), loads libqpl the
+way a worker would and runs its hardware probe, names the software codec,
+then says for every method which path its pages take with the config's
+``migration.accelerator``.  Exit status 2 when the config asks for
+``accelerator = "iaa"`` and this host cannot give it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.commands.run_cmd import DEFAULT_CONFIG
+from workers.workqueue.discovery import DEV_ROOT, SYSFS_ROOT, Topology, discover
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="show IAA devices, libqpl and the path each method takes")
+    p.add_argument("config", nargs="?", help=f"TOML config (default: {DEFAULT_CONFIG} if it exists)")
+    p.add_argument("--sysfs", default=SYSFS_ROOT, metavar="ROOT",
+                   help=f"where the dsa bus devices are (default {SYSFS_ROOT})")
+    p.add_argument("--dev", default=DEV_ROOT, metavar="ROOT",
+                   help=f"where the IAA work-queue nodes are (default {DEV_ROOT})")
+    p.add_argument("--qpl-library", metavar="PATH",
+                   help="libqpl to try (default: migration.qpl_library, $MFD_QPL_LIBRARY, the search path)")
+    p.set_defaults(handler=main)
+
+
+@dataclass(frozen=True)
+class QplState:
+    """libqpl as a worker would find it."""
+
+    version: str | None          # None: not usable
+    detail: str                  # where it is, or why not
+    probe: int | None            # QPL status of the hardware probe (0 = IAA usable)
+
+
+def _qpl_state(qpl_library: str) -> QplState:
+    from engine.errors import AcceleratorError
+    from workers.workqueue.qpl import QplLibrary
+
+    try:
+        library = QplLibrary(qpl_library)
+    except AcceleratorError as exc:
+        return QplState(None, str(exc), None)
+    return QplState(library.version, library.path, library.probe_hardware())
+
+
+def qpl_path(accelerator: str, qpl: QplState, topology: Topology) -> tuple[str, str]:
+    """(path, why) the qpl method's pages take with ``accelerator``."""
+    from workers.workqueue.qpl import qpl_status_text
+
+    if accelerator == "software":
+        return "software", "migration.accelerator = \"software\""
+    if accelerator == "emulated":
+        return "emulated", "the emulated IAA device ([emulator]), software when a page stays busy"
+    if qpl.version is None:
+        why = qpl.detail
+    elif qpl.probe != 0:
+        why = (f"libqpl {qpl.version} loads but its hardware probe fails with "
+               f"{qpl_status_text(qpl.probe)}; {topology.summary()}")
+    else:
+        return "iaa", (f"libqpl {qpl.version} and IAA: page_count hardware jobs per worker, "
+                       "QPL's software job when the queue stays busy")
+    if accelerator == "iaa":
+        return "error", f"accelerator = \"iaa\" cannot run: {why}"
+    return "software", f"auto: {why}"
+
+
+def _device_lines(topology: Topology) -> list[str]:
+    lines = [f"IAA devices      {topology.sysfs_root} (nodes in {topology.dev_root})"]
+    for device in topology.devices:
+        lines.append(f"  {device.name:<6} {device.state or '?':<9} numa {device.numa_node or '?'}  "
+                     f"version {device.version or '?'}")
+        for wq in device.work_queues:
+            verdict = "usable" if wq.usable else f"not usable: {wq.problem}"
+            lines.append(f"    {wq.name:<7} {wq.state or '?':<9} {wq.mode or '?':<9} "
+                         f"{wq.type or '?':<6} size {wq.size if wq.size is not None else '?':<4} "
+                         f"name {wq.wq_name or '-':<10} {verdict}")
+    lines.append(f"  {topology.summary()}")
+    return lines
+
+
+def main(args: argparse.Namespace) -> int:
+    from engine import methods
+    from engine.batch import engine_version
+    from engine.cli import EXIT_OK, EXIT_USAGE
+    from engine.config import load_config
+    from engine.devices import uses_work_queue
+    from workers import codec
+
+    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    config = load_config(path)
+    m = config.migration
+    qpl_library = args.qpl_library if args.qpl_library is not None else m.qpl_library
+    topology = discover(args.sysfs, args.dev)
+    qpl = _qpl_state(qpl_library)
+    if qpl.version is None:
+        libqpl = f"not usable: {qpl.detail}"
+    else:
+        from workers.workqueue.qpl import qpl_status_text
+        probe = "passed" if qpl.probe == 0 else f"failed with {qpl_status_text(qpl.probe)}"
+        libqpl = f"{qpl.version} ({qpl.detail}); hardware probe {probe}"
+    lines = [f"multifd-engine {engine_version()} doctor", "",
+             f"software codec   {codec.codec_name()}",
+             f"libqpl           {libqpl}", *_device_lines(topology), "",
+             f"accelerator = \"{m.accelerator}\" ({path or 'built-in default'})"]
+    failed = False
+    for name in methods.names():
+        if uses_work_queue(name):
+            way, why = qpl_path(m.accelerator, qpl, topology)
+            failed |= way == "error"
+        elif name == "none":
+            way, why = "copy", "no compression: pages are copied"
+        else:
+            way, why = "software", "one compression stream per channel on the CPU"
+        lines.append(f"  {name:<5} {way:<9} {why}")
+    print("\n".join(lines))
+    return EXIT_USAGE if failed else EXIT_OK

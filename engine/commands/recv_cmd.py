@@ -1,0 +1,38 @@
+"""``multifd-engine recv --listen HOST:PORT [CONFIG]``: receive one migration over TCP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from engine.commands.run_cmd import DEFAULT_CONFIG
+from engine.config import load_config
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recv", help="receive one migration from `send --to` over TCP")
+    p.add_argument("config", nargs="?", help=f"TOML config (default: {DEFAULT_CONFIG} if it "
+                   "exists, else the same values built in); method, page size, channels and "
+                   "QEMU version must match the sender's")
+    p.add_argument("--listen", required=True, metavar="HOST:PORT",
+                   help="address to listen on (port 0: any free port, printed)")
+    p.add_argument("--record", metavar="DIR", help="keep each data channel's bytes as "
+                   "DIR/channel-<id>.mfd (readable with `inspect`)")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from engine.cli import EXIT_OK, EXIT_VERIFY
+    from engine.migration import receive_migration
+
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    config = load_config(path)
+    report = receive_migration(config, args.listen, record_dir=args.record,
+                               on_listening=lambda a: print(f"listening on {a}", flush=True))
+    print(report.format_text(), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.to_dict(), f, indent=2)
+            f.write("\n")
+    return EXIT_OK if report.digests_match else EXIT_VERIFY

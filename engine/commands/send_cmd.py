@@ -1,0 +1,37 @@
+"""``multifd-engine send --to HOST:PORT [CONFIG]``: migrate to a receiver over TCP."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.commands.progress import ProgressLine
+from engine.commands.run_cmd import DEFAULT_CONFIG
+from engine.config import load_config
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("send", help="migrate the configured guest RAM to `recv --listen` over TCP")
+    p.add_argument("config", nargs="?", help=f"TOML config (default: {DEFAULT_CONFIG} if it "
+                   "exists, else the same values built in)")
+    p.add_argument("--to", required=True, metavar="HOST:PORT", help="the receiver's address")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from engine.cli import EXIT_OK, EXIT_VERIFY
+    from engine.migration import send_migration
+
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    config = load_config(path)
+    progress = ProgressLine(sys.stderr, config.run.rounds, enabled=not args.quiet)
+    try:
+        report = send_migration(config, args.to, progress=progress)
+    finally:
+        progress.finish()
+    print(report.format_text(), flush=True)
+    if args.json:
+        report.write_json(args.json)
+    return EXIT_OK if report.verified else EXIT_VERIFY

@@ -1,0 +1,79 @@
+"""The accelerator side of a run: which work-queue settings workers and
+readers get, and the emulated IAA device they share.
+
+A real host has one set of IAA devices that every migration channel shares;
+the emulated device stands for them, so an Engine starts one device for
+all its workers (and a receiver one for all its readers), and hands them
+its name through ``JobSettings.device``.  ``accelerator = "iaa"`` is
+checked here, in the Engine's process, before any worker starts, so a host
+without IAA gets one clear ``AcceleratorError`` instead of one per worker.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import replace
+
+from engine import methods, wire
+from engine.config import Config
+from engine.errors import AcceleratorError
+from workers.jobs import JobSettings
+from workers.workqueue.emulated import EmulatedDevice, FaultSettings
+
+# job records for clients that attach after a worker died and was replaced
+_SPARE_CLIENTS = 8
+
+
+def uses_work_queue(method: str) -> bool:
+    """Does ``method`` run its pages on PageJobs (and so on an accelerator)?"""
+    return bool(getattr(methods.get(method), "uses_work_queue", False))
+
+
+def require_iaa(qpl_library: str) -> None:
+    """Raise ``AcceleratorError`` unless libqpl loads and its IAA probe passes."""
+    from workers.workqueue.qpl import QplLibrary, qpl_status_text
+
+    try:
+        library = QplLibrary(qpl_library)
+    except AcceleratorError as exc:
+        raise AcceleratorError(f"accelerator = \"iaa\" but {exc}") from None
+    status = library.probe_hardware()
+    if status != 0:
+        raise AcceleratorError(
+            f"accelerator = \"iaa\" but libqpl {library.version} ({library.path}) finds no "
+            f"usable IAA: hardware probe failed with {qpl_status_text(status)}; "
+            "`multifd-engine doctor` shows the devices and work queues", status=status)
+
+
+def send_jobs(config: Config, stack: ExitStack, channels: int) -> tuple[JobSettings, EmulatedDevice | None]:
+    """Job settings for an Engine's workers, and the device they share (if emulated).
+
+    The device is entered into ``stack``: it stops when the stack closes,
+    after the workers (entered later) are gone.
+    """
+    return _jobs(config, stack, channels, faults=config.emulator.faults)
+
+
+def receive_jobs(config: Config, stack: ExitStack, channels: int) -> tuple[JobSettings, EmulatedDevice | None]:
+    """The same for a receiver's readers: the destination host's own device.
+
+    Faults are injected on the sending side only: a receiver that meets a
+    failed decompression must stop the migration, as QEMU does.
+    """
+    return _jobs(config, stack, channels, faults=FaultSettings())
+
+
+def _jobs(config: Config, stack: ExitStack, channels: int,
+          faults: FaultSettings) -> tuple[JobSettings, EmulatedDevice | None]:
+    m = config.migration
+    jobs = m.jobs
+    if not uses_work_queue(m.method):
+        return jobs, None
+    if m.accelerator == "iaa":
+        require_iaa(m.qpl_library)
+    if m.accelerator != "emulated":
+        return jobs, None
+    device = stack.enter_context(EmulatedDevice(
+        replace(config.emulator, faults=faults), clients=2 * channels + _SPARE_CLIENTS,
+        page_count=wire.page_count_for(m.page_size)))
+    return replace(jobs, device=device.name), device

@@ -1,0 +1,146 @@
+"""What a stress run did: counts, faults and their outcomes, memory, errors.
+
+A fault of each kind is *injected* when it actually happened (a kill that
+found its worker, a damage whose packet came), and *survived* when the
+engine dealt with it as it must:
+
+- ``worker_kill``: the replacement took over and the round verified (or
+  ended on another injected fault's error);
+- ``corrupt_*``: the receiver stopped with a typed error naming the
+  channel (``detected_error``), or verify named the damaged pages
+  (``detected_verify``), or the damage changed nothing (``harmless``);
+- ``slow_reader``: the round verified and the channel never held more
+  than its capacity;
+- ``stop_reader``: the stall timeout turned it into ``ChannelStalled``;
+- ``device_*``: the emulated device's faults; pages fell back and the
+  round verified.
+
+``pages_lost`` counts pages that verify found wrong with no fault to
+explain it; ``unexpected_errors`` every error no injected fault explains.
+Both must be 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class FaultCount:
+    injected: int = 0
+    survived: int = 0
+    detected_error: int = 0
+    detected_verify: int = 0
+    harmless: int = 0
+
+
+@dataclass
+class StressSummary:
+    seed: int
+    channels: int
+    rounds: int = 0                            # rounds run, also those a fault ended
+    rounds_verified: int = 0                   # rounds whose every page arrived and compared equal
+    migrations: int = 0
+    packets: int = 0                           # data packets sent (all rounds)
+    pages: int = 0                             # pages of the verified rounds
+    guest_bytes: int = 0                       # their pages * page size
+    wire_bytes: int = 0                        # bytes sent (all rounds)
+    round_seconds: float = 0.0                 # time in verified rounds (send, receive, verify)
+    elapsed_seconds: float = 0.0
+    worker_restarts: int = 0
+    faults: dict[str, FaultCount] = field(default_factory=dict)
+    pages_lost: int = 0
+    unexpected_errors: list[dict[str, Any]] = field(default_factory=list)
+    detections: list[dict[str, Any]] = field(default_factory=list)   # how damage was caught (first few)
+    fatal_error: str | None = None             # what ended the run early (a worker that keeps dying)
+    interrupted: bool = False
+    peak_rss: dict[str, int] = field(default_factory=dict)       # process -> bytes (VmHWM)
+    peak_anon: dict[str, int] = field(default_factory=dict)      # process -> bytes (RssAnon, sampled)
+    peak_channel_bytes: int = 0                # most bytes one channel ever held
+    device_counters: dict[str, int] = field(default_factory=dict)
+    variation: dict[str, dict[str, int]] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def ok(self) -> bool:
+        return (self.pages_lost == 0 and not self.unexpected_errors and self.fatal_error is None
+                and not self.interrupted)
+
+    @property
+    def throughput_mb_s(self) -> float:
+        return self.guest_bytes / self.round_seconds / 1e6 if self.round_seconds else 0.0
+
+    def fault(self, kind: str) -> FaultCount:
+        return self.faults.setdefault(kind, FaultCount())
+
+    def count_variation(self, what: str, value: Any) -> None:
+        counts = self.variation.setdefault(what, {})
+        counts[str(value)] = counts.get(str(value), 0) + 1
+
+    def note_peak(self, table: dict[str, int], process: str, value: int) -> None:
+        table[process] = max(table.get(process, 0), value)
+
+    # ---- output -------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        out["throughput_mb_s"] = round(self.throughput_mb_s, 1)
+        out["faults_injected"] = sum(f.injected for f in self.faults.values())
+        out["faults_survived"] = sum(f.survived for f in self.faults.values())
+        return out
+
+    def write_json(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+            f.write("\n")
+
+    def status_line(self, migration: str = "") -> str:
+        injected = sum(f.injected for f in self.faults.values())
+        return (f"round {self.rounds} migration {self.migrations} {migration} "
+                f"{self.throughput_mb_s:.0f} MB/s faults {injected} "
+                f"lost {self.pages_lost} errors {len(self.unexpected_errors)}")
+
+    def format_text(self) -> str:
+        mib = 1 << 20
+        lines = [
+            f"seed                {self.seed}   (--seed {self.seed} repeats this run)",
+            f"rounds              {self.rounds} in {self.migrations} migrations, "
+            f"{self.rounds_verified} verified, {self.channels} channels, "
+            f"{self.elapsed_seconds:.1f} s",
+            f"packets             {self.packets}",
+            f"pages verified      {self.pages}  ({self.guest_bytes / mib:.1f} MiB of guest pages)",
+            f"bytes on wire       {self.wire_bytes}",
+            f"throughput          {self.throughput_mb_s:.1f} MB/s of guest pages (verified rounds)",
+            f"worker restarts     {self.worker_restarts}",
+            "faults              injected  survived  (error / verify / harmless)",
+        ]
+        for kind in sorted(self.faults):
+            f = self.faults[kind]
+            lines.append(f"  {kind:<18}{f.injected:>8}  {f.survived:>8}  "
+                         f"({f.detected_error} / {f.detected_verify} / {f.harmless})")
+        lines += [
+            f"pages lost          {self.pages_lost}",
+            f"unexpected errors   {len(self.unexpected_errors)}",
+        ]
+        for error in self.unexpected_errors[:10]:
+            lines.append(f"  migration {error['migration']} round {error['round']} "
+                         f"({error['plan']}): {error['type']}: {error['message']}")
+        for d in self.detections[:5]:
+            lines.append(f"  caught {d['kind']} (migration {d['migration']} round {d['round']}) "
+                         f"by {d['how']}: {d['detail']}")
+        rss = ", ".join(f"{p} {v / mib:.0f} MiB" for p, v in self.peak_rss.items())
+        lines.append(f"peak RSS            {rss}")
+        lines.append(f"peak channel bytes  {self.peak_channel_bytes}")
+        for what, counts in sorted(self.variation.items()):
+            lines.append(f"{what:<20}" + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+        if self.fatal_error:
+            lines.append(f"ended early         {self.fatal_error}")
+        if self.interrupted:
+            lines.append("ended early         interrupted")
+        lines.append("result              " + ("ok" if self.ok else "FAILED"))
+        return "\n".join(lines)

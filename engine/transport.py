@@ -1,0 +1,222 @@
+"""TCP channels: sockets as channel sinks and sources, with timeouts.
+
+A multifd data channel over TCP carries exactly what QEMU's does: the
+64-byte init packet, then packets.  ``TcpSink`` and ``TcpSource`` give a
+connected socket the ``write(*buffers)`` / ``readinto(view)`` faces of
+``engine.channels``, so the coordinator and the receiver use them as they
+use files and memory.
+
+Nothing waits forever:
+
+* connecting retries a refused connection until ``connect_timeout``;
+* accepting gives up after its timeout;
+* every read and write waits at most ``stall_timeout`` for progress (the
+  socket timeout), so a peer that stops reading or sending, or vanishes,
+  becomes ``ChannelStalled`` / ``PeerClosed`` instead of a hang.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import errors
+from engine.channels import _advance, channel_file_name
+
+_RETRY_REFUSED = 0.05   # seconds between attempts while the listener is not up yet
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """``HOST:PORT`` (``[v6]:PORT`` for IPv6); port 0 = any free port (listening)."""
+        host, sep, port = text.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise errors.ConfigError("", f"{text!r} is not HOST:PORT")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def connect(address: Address, *, timeout: float, stall_timeout: float,
+            channel: int | None = None) -> socket.socket:
+    """A connected socket; retries a refused connection until ``timeout`` runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            sock = socket.create_connection((address.host, address.port), timeout=max(left, 0.001))
+            break
+        except ConnectionRefusedError:
+            if left <= _RETRY_REFUSED:
+                raise errors.ConnectFailed(f"refused for {timeout:g} s", channel=channel,
+                                           peer=str(address)) from None
+            time.sleep(_RETRY_REFUSED)
+        except (TimeoutError, socket.timeout):
+            raise errors.ConnectFailed(f"no connection within {timeout:g} s", channel=channel,
+                                       peer=str(address)) from None
+        except OSError as exc:
+            raise errors.ConnectFailed(f"cannot connect: {exc.strerror or exc}", channel=channel,
+                                       peer=str(address)) from None
+    _tune(sock, stall_timeout)
+    return sock
+
+
+def _tune(sock: socket.socket, stall_timeout: float) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(stall_timeout)
+
+
+class Listener:
+    """A listening socket that accepts with a timeout."""
+
+    def __init__(self, address: Address, *, backlog: int = 256) -> None:
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.bind((address.host, address.port))
+            self._sock.listen(backlog)
+        except OSError as exc:
+            self._sock.close()
+            raise errors.ConfigError("", f"cannot listen on {address}: {exc.strerror or exc}") from None
+        host, port = self._sock.getsockname()[:2]
+        self.address = Address(host, port)
+
+    def accept(self, *, timeout: float, stall_timeout: float, what: str,
+               channel: int | None = None) -> tuple[socket.socket, str]:
+        """The next connection and its peer address; ConnectFailed after ``timeout``."""
+        self._sock.settimeout(timeout)
+        try:
+            sock, peer = self._sock.accept()
+        except (TimeoutError, socket.timeout):
+            raise errors.ConnectFailed(f"no {what} connected within {timeout:g} s",
+                                       channel=channel, peer=str(self.address)) from None
+        _tune(sock, stall_timeout)
+        return sock, f"{peer[0]}:{peer[1]}"
+
+    def pending(self) -> bool:
+        """Whether a connection is waiting to be accepted (checked without waiting)."""
+        self._sock.settimeout(0.0)
+        try:
+            sock, _ = self._sock.accept()
+        except (BlockingIOError, TimeoutError, socket.timeout):
+            return False
+        sock.close()
+        return True
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class TcpSink:
+    """A data channel's sending end: vectored writes, each stall bounded."""
+
+    def __init__(self, sock: socket.socket, channel_id: int, *, peer: str = "") -> None:
+        self.channel_id = channel_id
+        self.peer = peer
+        self.bytes_written = 0
+        self._sock: socket.socket | None = sock
+        self._timeout = sock.gettimeout() or 0.0
+
+    def write(self, *buffers) -> None:
+        if self._sock is None:
+            raise ValueError(f"channel {self.channel_id}: sink is closed")
+        views = [memoryview(b).cast("B") for b in buffers if len(b)]
+        while views:
+            try:
+                done = self._sock.sendmsg(views)
+            except (TimeoutError, socket.timeout):
+                raise errors.ChannelStalled(
+                    f"the peer ({self.peer}) took no bytes for {self._timeout:g} s",
+                    channel=self.channel_id, side="write", seconds=self._timeout) from None
+            except OSError as exc:
+                raise _closed(exc, self.channel_id, self.peer) from None
+            self.bytes_written += done
+            views = _advance(views, done)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class TcpSource:
+    """A data channel's receiving end: fills caller buffers, each stall bounded."""
+
+    def __init__(self, sock: socket.socket, channel_id: int, *, peer: str = "") -> None:
+        self.channel_id = channel_id
+        self.peer = peer
+        self._sock: socket.socket | None = sock
+        self._timeout = sock.gettimeout() or 0.0
+
+    def readinto(self, view: memoryview) -> int:
+        if self._sock is None:
+            raise ValueError(f"channel {self.channel_id}: source is closed")
+        view = memoryview(view).cast("B")
+        got = 0
+        while got < len(view):
+            try:
+                n = self._sock.recv_into(view[got:])
+            except (TimeoutError, socket.timeout):
+                raise errors.ChannelStalled(
+                    f"the peer ({self.peer}) sent no bytes for {self._timeout:g} s",
+                    channel=self.channel_id, side="read", seconds=self._timeout) from None
+            except OSError as exc:
+                raise _closed(exc, self.channel_id, self.peer) from None
+            if n == 0:
+                break
+            got += n
+        return got
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def _closed(exc: OSError, channel: int | None, peer: str) -> errors.EngineError:
+    if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ECONNABORTED):
+        return errors.PeerClosed("the peer closed the connection", channel=channel, peer=peer)
+    return errors.TransportError(f"socket error: {exc.strerror or exc}", channel=channel, peer=peer)
+
+
+class RecordingSource:
+    """A source that also appends every byte it delivers to a file.
+
+    ``recv --record DIR`` keeps what arrived on each data channel, so it can
+    be read again with ``multifd-engine inspect``.  The file is named after
+    the accept order until ``name_by_channel`` knows the channel id.
+    """
+
+    def __init__(self, source: TcpSource, directory: str | os.PathLike, index: int) -> None:
+        self.source = source
+        self.channel_id = source.channel_id
+        self._dir = Path(directory)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self.path = self._dir / f"connection-{index}.mfd"
+        self._file = open(self.path, "wb")
+
+    def readinto(self, view: memoryview) -> int:
+        got = self.source.readinto(view)
+        self._file.write(memoryview(view).cast("B")[:got])
+        return got
+
+    def name_by_channel(self, channel_id: int) -> None:
+        target = self._dir / channel_file_name(channel_id)
+        os.replace(self.path, target)
+        self.path = target
+
+    def close(self) -> None:
+        self._file.close()
+        self.source.close()
