@@ -12,7 +12,6 @@ hanging: a receiver that stopped reading, or a sender that stopped sending.
 
     coordinator ── sink.write() ──► [ chunks ≤ capacity ] ──► source.readinto() ── ChannelReader
                    waits while full                           waits while empty
-    sink.drain()   waits until the reader took everything (a sender's flush)
 
 The two ends are separate objects (``sink`` and ``source``) because an
 ``Engine`` closes its sinks and a ``Receiver`` its sources: closing the sink
@@ -28,7 +27,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Callable
 
 from engine.errors import ChannelStalled
 
@@ -80,18 +78,6 @@ class BoundedChannel:
             self.bytes_written += len(data)
             self.peak_buffered = max(self.peak_buffered, self._buffered)
             self._cond.notify_all()
-
-    def drain(self, reader_done: Callable[[], bool] | None = None) -> None:
-        """Wait until the reader took every byte written, or ``reader_done()``.
-
-        ``ChannelStalled`` if the reader takes nothing for ``stall_timeout``
-        meanwhile.  ``reader_done`` lets a harness stop waiting for a reader
-        that finished its part (it is polled: nothing signals it).
-        """
-        with self._cond:
-            self._wait(lambda: self._buffered == 0 or (reader_done is not None and reader_done()),
-                       side="write", what="the rest of the stream",
-                       poll=0.05 if reader_done is not None else None)
 
     def close_writer(self) -> None:
         with self._cond:
@@ -146,8 +132,7 @@ class BoundedChannel:
 
     # ---- waiting --------------------------------------------------------
 
-    def _wait(self, ready, *, side: str, what: str, until_end: bool = False,
-              poll: float | None = None) -> bool:
+    def _wait(self, ready, *, side: str, what: str, until_end: bool = False) -> bool:
         """Wait (lock held) until ``ready()``; False when the stream ended instead.
 
         The stall clock restarts whenever the other side makes progress.
@@ -169,7 +154,7 @@ class BoundedChannel:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self._stalled(side, what)
-            self._cond.wait(left if poll is None else min(left, poll))
+            self._cond.wait(left)
 
     def _progress(self, side: str) -> int:
         # the writer waits on the reader's progress and the other way round
@@ -197,9 +182,6 @@ class _SinkEnd:
 
     def write(self, *buffers) -> None:
         self._channel.write(*buffers)
-
-    def drain(self, reader_done: Callable[[], bool] | None = None) -> None:
-        self._channel.drain(reader_done)
 
     def close(self) -> None:
         self._channel.close_writer()

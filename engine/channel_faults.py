@@ -101,9 +101,9 @@ class DamagingSink:
             held, self._held = self._held, None
             self._sink.write(held)
 
-    def drain(self, *args) -> None:
+    def flush(self) -> None:
+        """Send a packet still held back for reordering (the sender's end of round)."""
         self._release_held()
-        getattr(self._sink, "drain", lambda *_: None)(*args)
 
     def close(self) -> None:
         try:
@@ -145,11 +145,17 @@ class StoppingSource:
         self._left: int | None = None
         self._released = threading.Event()
         self.stopped = False
+        self.bytes_read = 0          # progress, for a harness waiting on the reader
 
     def arm(self, after: int) -> None:
         self._left = after
 
     def readinto(self, view: memoryview) -> int:
+        got = self._read(view)
+        self.bytes_read += got
+        return got
+
+    def _read(self, view: memoryview) -> int:
         if self._left is None:
             return self._source.readinto(view)
         view = memoryview(view).cast("B")

@@ -117,7 +117,9 @@ class MemoryChannel:
         n = min(len(view), len(self._buf) - self._pos)
         view[:n] = memoryview(self._buf)[self._pos:self._pos + n]
         self._pos += n
-        if self._pos >= _COMPACT_AT:
+        # drop what was read once it is most of the buffer, so each byte
+        # is moved at most a bounded number of times (linear, not quadratic)
+        if self._pos >= _COMPACT_AT and 2 * self._pos >= len(self._buf):
             del self._buf[:self._pos]
             self._pos = 0
         return n

@@ -50,7 +50,9 @@ from multiprocess import connection
 
 from engine import errors, methods, wire
 from engine.channels import ChannelSink
+from engine.page_sizes import STATS_KEY, PageSizeHistogram
 from engine.ram import RamBlock, SharedSegment
+from engine.timeline import PacketTimeline
 from workers import worker as worker_main
 from workers.jobs import JobSettings
 from workers.messages import Bye, Failure, MessageError, Ready, Result, Shutdown, Task, unpack
@@ -130,6 +132,9 @@ class Coordinator:
         self._sinks = sinks
         self.workers: list[_Worker] = []
         self._closed = False
+        # for the report: packets per channel over time, payload bytes per page
+        self.timeline = PacketTimeline([sink.channel_id for sink in sinks])
+        self.page_sizes = PageSizeHistogram(settings.page_size)
 
     # ---- life cycle ---------------------------------------------------
 
@@ -403,13 +408,25 @@ class Coordinator:
             zero_pages=result.zero_num, next_packet_size=result.next_packet_size,
             pages=result.pages, out=self._header)
         start = result.slot * self._slot_size
+        write_started = time.perf_counter_ns()
         w.sink.write(self._header, w.slots.buf[start:start + result.next_packet_size])
+        write_ns = time.perf_counter_ns() - write_started
         w.free_slots.append(result.slot)
         w.deaths_in_a_row = 0
-        w.count(packets=1, normal_pages=result.normal_num, zero_pages=result.zero_num,
-                payload_bytes=result.next_packet_size,
-                bytes=len(self._header) + result.next_packet_size)
-        w.count(**{k: v for k, v in result.stats.items() if k not in ("normal_pages", "zero_pages")})
+        wire_bytes = len(self._header) + result.next_packet_size
+        stats = result.stats            # ours: the message is not used after this
+        sizes = stats.pop(STATS_KEY, None)
+        if sizes is not None:
+            self.page_sizes.add(sizes)
+        # the worker's counters, with the page split as the Result states it
+        stats.update(packets=1, normal_pages=result.normal_num, zero_pages=result.zero_num,
+                     payload_bytes=result.next_packet_size, bytes=wire_bytes, write_ns=write_ns)
+        counters = w.counters
+        for key, value in stats.items():    # about 20 counters, once per packet
+            counters[key] = counters.get(key, 0) + value
+        self.timeline.record(w.worker_id, flight.page_count, result.zero_num, result.next_packet_size,
+                             wire_bytes, stats.get("zero_ns", 0), stats.get("compress_ns", 0),
+                             write_ns)
 
     # ---- reporting ----------------------------------------------------
 
@@ -417,6 +434,10 @@ class Coordinator:
         """Per channel: its worker's pid, path and counters so far."""
         return [{"channel": w.worker_id, "pid": w.process.pid, "accelerator": w.accelerator,
                  "path_reason": w.path_reason, **w.counters} for w in self.workers]
+
+    def bytes_written(self) -> int:
+        """Bytes written to every channel so far (init, packets, SYNCs)."""
+        return sum(w.counters.get("bytes", 0) for w in self.workers)
 
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self.workers]

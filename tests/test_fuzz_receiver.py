@@ -3,9 +3,11 @@
 Valid streams of every method are mutated (bit flips, overwritten bytes,
 truncation, inserted and deleted runs, repeated and dropped packets) and
 read by a ChannelReader into a destination block pre-filled with a
-pattern.  Checked for every example: only the engine's typed errors
-escape, no page that no decoded header named was written, and the read
-finishes in bounded time.
+pattern and fenced by guard pages on both sides (the block the reader sees
+is a window of a larger mapping).  Checked for every example: only the
+engine's typed errors escape, no page that no decoded header named was
+written, nothing outside the block was written, and the read finishes in
+bounded time.  The streams of every registered method are mutated.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import Engine, errors, wire
+from engine import Engine, errors, methods, wire
 from engine.channels import BytesSource, MemoryChannel
 from engine.config import Config
 from engine.ram import RamBlock
@@ -26,7 +28,9 @@ from engine.workloads import fill_guest_memory
 
 PAGE = 4096
 PAGES = 96
+GUARD = 4                 # pages of fence on each side of the destination block
 PATTERN = 0x5A
+FENCE = 0xC3
 
 
 def make_stream(method: str) -> bytes:
@@ -92,7 +96,16 @@ class _Recorder(wire.HeaderDecoder):
         return header
 
 
-def read_all(data: bytes, method: str, dst: RamBlock, named: set[int]) -> None:
+class GuardedBlock:
+    """A destination block that is the middle of a larger mapping."""
+
+    def __init__(self, whole: RamBlock) -> None:
+        self.name, self.page_size = "ram0", PAGE
+        self.size, self.pages = PAGES * PAGE, PAGES
+        self.buf = whole.buf[GUARD * PAGE:(GUARD + PAGES) * PAGE]
+
+
+def read_all(data: bytes, method: str, dst, named: set[int]) -> None:
     """Read the whole stream; ``named`` collects the pages of every decoded header."""
     reader = ChannelReader(BytesSource(data), method=method, page_size=PAGE, blocks={"ram0": dst})
     try:
@@ -104,21 +117,24 @@ def read_all(data: bytes, method: str, dst: RamBlock, named: set[int]) -> None:
         reader.close()
 
 
-@pytest.mark.parametrize("method", ["none", "qpl"])
+@pytest.mark.parametrize("method", methods.names())
 @settings(max_examples=150, deadline=None)
 @given(steps=st.lists(mutation, min_size=1, max_size=4))
 def test_mutated_streams_fail_cleanly(method, steps):
     data = mutate(stream(method), steps)
-    with RamBlock.create("ram0", PAGES * PAGE, PAGE) as dst:
-        dst.array[:] = PATTERN
+    with RamBlock.create("fenced", (PAGES + 2 * GUARD) * PAGE, PAGE) as whole:
+        pages = whole.array.reshape(-1, PAGE)
+        pages[:] = FENCE
+        pages[GUARD:GUARD + PAGES] = PATTERN
         started = time.monotonic()
         named: set[int] = set()
         try:
-            read_all(data, method, dst, named)
+            read_all(data, method, GuardedBlock(whole), named)
         except errors.WireError:
             pass                       # the only kind of error allowed out
         assert time.monotonic() - started < 5.0
+        assert (pages[:GUARD] == FENCE).all() and (pages[GUARD + PAGES:] == FENCE).all()
         untouched = np.ones(PAGES, bool)
         untouched[sorted(named)] = False
         # a page that no decoded header named still holds the pattern
-        assert (dst.array.reshape(PAGES, PAGE)[untouched] == PATTERN).all()
+        assert (pages[GUARD:GUARD + PAGES][untouched] == PATTERN).all()

@@ -19,11 +19,11 @@ NO_FAULTS = {"kill_rate": 0.0, "corrupt_rate": 0.0, "slow_reader_rate": 0.0,
              "stop_reader_rate": 0.0, "device_faults": False}
 
 
-def config(stall: float = 10.0, **stress) -> Config:
+def config(stall: float = 10.0, channels: int = 2, **stress) -> Config:
     return Config.from_dict({
         "run": {"worker_restarts": 8},
         "workload": {"size": "2MiB"},
-        "migration": {"channels": 2},
+        "migration": {"channels": channels},
         "transport": {"stall_timeout": stall},
         "stress": {**NO_FAULTS, "rounds_per_migration": 2, **stress},
     })
@@ -55,9 +55,9 @@ def test_plans_repeat_from_the_seed_and_cover_every_choice():
 
 
 def test_every_round_verifies_across_methods_and_page_sizes():
-    summary = run(config(), rounds=6, seed=11)
+    summary = run(config(), rounds=4, seed=11)
     assert summary.ok
-    assert summary.rounds == summary.rounds_verified == 6 and summary.migrations == 3
+    assert summary.rounds == summary.rounds_verified == 4 and summary.migrations == 2
     assert summary.pages > 512 and summary.packets > 0 and summary.wire_bytes > 0
     assert summary.peak_rss["coordinator"] > 0 and summary.peak_rss["worker"] > 0
     data = summary.to_dict()
@@ -79,13 +79,14 @@ def test_killed_workers_are_replaced_and_rounds_still_verify():
 
 
 def test_damaged_packets_are_caught_by_a_typed_error_or_verify():
-    cfg = config(stall=2.0, corrupt_rate=1.0, rounds_per_migration=1,
+    cfg = config(stall=1.0, channels=1, corrupt_rate=1.0, rounds_per_migration=1,
                  methods=["none", "qpl", "zlib"], page_sizes=[4096])
-    summary = run(cfg, rounds=8, seed=21)
+    summary = run(cfg, rounds=4, seed=4)
     damage = {k: f for k, f in summary.faults.items() if k.startswith("corrupt_")}
-    assert sum(f.injected for f in damage.values()) >= 6
+    assert sum(f.injected for f in damage.values()) == 4
     assert all(f.survived == f.injected for f in damage.values())
-    assert sum(f.detected_error + f.detected_verify for f in damage.values()) >= 4
+    assert sum(f.detected_error for f in damage.values()) >= 1
+    assert sum(f.detected_verify for f in damage.values()) >= 1
     for d in summary.detections:
         if d["how"] == "error":
             assert "channel" in d["detail"]           # the error names where it happened
@@ -94,8 +95,9 @@ def test_damaged_packets_are_caught_by_a_typed_error_or_verify():
 
 
 def test_a_receiver_that_stops_reading_ends_in_a_stall_error():
-    cfg = config(stall=1.0, stop_reader_rate=1.0, rounds_per_migration=1, methods=["none"])
-    summary = run(cfg, rounds=2, seed=3)
+    cfg = config(stall=1.0, channels=1, stop_reader_rate=1.0, rounds_per_migration=1,
+                 methods=["none"])
+    summary = run(cfg, rounds=1, seed=3)
     stop = summary.faults["stop_reader"]
     assert stop.injected >= 1 and stop.survived == stop.injected == stop.detected_error
     assert summary.elapsed_seconds < 30
@@ -117,3 +119,15 @@ def test_emulated_device_faults_are_survived_and_counted_alike_on_both_sides():
     assert sum(injected.values()) > 0
     assert all(summary.faults[k].survived == v for k, v in injected.items())
     assert summary.device_counters["accepted"] > 0
+
+
+def test_over_tcp_stalls_and_damage_are_caught_the_same_way():
+    """Data channels over loopback sockets (engine.transport): a receiver that
+    stops reading and damaged packets end as typed errors or verify findings."""
+    cfg = config(stall=1.0, channels=1, transport="tcp", stop_reader_rate=1.0, corrupt_rate=1.0,
+                 rounds_per_migration=1, methods=["none", "qpl"], page_sizes=[4096])
+    summary = run(cfg, rounds=3, seed=6)
+    stop = summary.faults["stop_reader"]
+    assert stop.injected >= 1 and stop.survived == stop.injected
+    damage = [f for k, f in summary.faults.items() if k.startswith("corrupt_")]
+    assert all(f.survived == f.injected for f in damage)

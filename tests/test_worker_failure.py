@@ -126,3 +126,20 @@ def test_worker_that_keeps_dying_ends_the_run_naming_it():
     assert text.startswith(f"worker {caught.value.worker_id}")
     assert "died 3 times in a row" in text and "run.worker_restarts = 2" in text
     assert "exit code -9" in text
+
+
+def test_a_dead_stream_worker_is_not_replaced():
+    """zlib keeps one stream per channel in its worker: a replacement could not
+    continue it, so the death ends the run and says why."""
+    def kill_packet_1(worker_id: int, pid: int, packet_num: int, attempt: int) -> None:
+        if packet_num == 1:
+            _kill(pid)
+
+    cfg = Config.from_dict({"workload": {"size": "2MiB"},
+                            "migration": {"channels": 2, "method": "zlib"},
+                            "run": {"verify": False, "worker_restarts": 3},
+                            "sink": {"kind": "null"}})
+    with pytest.raises(BrokenWorker, match="keeps one stream per channel") as caught:
+        with Engine(cfg, after_dispatch=kill_packet_1) as engine:
+            engine.send(np.arange(512, dtype=np.uint64))
+    assert "exit code -9" in str(caught.value)

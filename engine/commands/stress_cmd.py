@@ -7,7 +7,9 @@ import sys
 from dataclasses import replace
 from typing import TextIO
 
+from engine.commands import verbosity
 from engine.commands.run_cmd import DEFAULT_CONFIG
+from engine.report import NORMAL, QUIET, VERBOSE
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(migration.channels; auto = one per core)")
     p.add_argument("--seed", type=int, help="repeat a run: the seed its summary printed")
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no status line")
+    verbosity.add_arguments(p)
     p.set_defaults(handler=main)
 
 
@@ -48,6 +50,30 @@ class StatusLine:
             self.stream.flush()
 
 
+class RoundLog:
+    """``-v``: one line per finished round, terminal or not."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._rounds = 0
+
+    def __call__(self, summary, migration: str) -> None:
+        if summary.rounds == self._rounds:
+            return          # a progress call within the round
+        self._rounds = summary.rounds
+        self.stream.write(f"round {summary.rounds} (migration {summary.migrations}: {migration}): "
+                          f"{summary.rounds_verified} verified, pages lost {summary.pages_lost}, "
+                          f"unexpected errors {len(summary.unexpected_errors)}\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        pass
+
+
+def _text(summary, level: int) -> str:
+    return summary.verdict_line() if level <= QUIET else summary.format_text()
+
+
 def main(args: argparse.Namespace) -> int:
     from engine.cli import EXIT_ENGINE, EXIT_OK, EXIT_VERIFY
     from engine.config import load_config
@@ -63,18 +89,19 @@ def main(args: argparse.Namespace) -> int:
     if args.rounds is not None and args.rounds < 1:
         raise ConfigError("stress.rounds", f"--rounds must be at least 1, got {args.rounds}")
     duration = parse_duration("stress.duration", args.duration) if args.duration else None
-    status = StatusLine(sys.stderr, enabled=not args.quiet)
+    status = (RoundLog(sys.stdout) if args.verbosity >= VERBOSE
+              else StatusLine(sys.stderr, enabled=args.verbosity == NORMAL))
     runner = StressRun(config, rounds=args.rounds, duration=duration, seed=args.seed, status=status)
     try:
         summary = runner.run()
     except KeyboardInterrupt:
         status.finish()
-        print(runner.summary.format_text())
+        print(_text(runner.summary, args.verbosity))
         raise
     status.finish()
-    print(summary.format_text())
+    print(_text(summary, args.verbosity))
     if args.json:
-        summary.write_json(args.json)
+        summary.write_json(args.json, config.as_dict())
     if summary.fatal_error or summary.unexpected_errors:
         return EXIT_ENGINE
     if summary.pages_lost:

@@ -3,22 +3,22 @@
 ::
 
     plan_migration(seed, i) ─► Engine (workers; WorkerKiller as after_dispatch)
-                                  │ DamagingSink per channel
-                                  ▼
-                               BoundedChannel per channel (capacity, stall timeout)
-                                  │ StoppingSource / SlowSource
-                                  ▼
+                                  │ StressChannels: DamagingSink, then a bounded
+                                  │ in-process channel or a loopback socket,
+                                  ▼ then StoppingSource / SlowSource
                                Receiver readers, one thread each, reading while
                                the engine sends; then verify byte for byte
 
 A round runs its receive side concurrently with its send side, so bounded
-channels give backpressure and a stalled side becomes ``ChannelStalled``.
+channels give backpressure and a stalled side becomes ``ChannelStalled``;
+at the end of a round the sender waits for every reader to reach its SYNC,
+as long as the reader keeps taking bytes (``_await_readers``).
 The first error of a round wins (``_FirstError``); it aborts every channel
 so the other side stops at once instead of waiting for its own timeout.
 A round that fails ends its migration (the streams are no longer in step)
 and the next migration starts fresh.  An error no injected fault explains
 is recorded as unexpected, and the run goes on; a worker that keeps dying
-(``BrokenWorker``) ends the run, as the issue asks.
+(``BrokenWorker``), or a migration that cannot start, ends the run.
 
 Everything a migration holds (worker processes, shared memory, threads)
 sits on one ``ExitStack``, so a failure or Ctrl-C leaves nothing behind.
@@ -37,12 +37,11 @@ import numpy as np
 
 from engine import errors, methods, wire
 from engine.batch import Engine
-from engine.bounded_channel import BoundedChannel
-from engine.channel_faults import DamagingSink, SlowSource, StoppingSource
 from engine.config import Config
 from engine.devices import receive_jobs
 from engine.ram import RamBlock
 from engine.receiver import ChannelReader, Receiver
+from engine.stress.channels import StressChannels
 from engine.stress.memory import read_memory
 from engine.stress.plan import (MigrationPlan, RoundPlan, available_accelerators,
                                 available_methods, plan_migration)
@@ -73,41 +72,6 @@ class _FirstError:
 
 
 @dataclass
-class _Channels:
-    """One migration's channels and the fault wrappers around them."""
-
-    pipes: list[BoundedChannel]
-    damagers: list[DamagingSink]
-    stoppers: list[StoppingSource]
-    slow: SlowSource | None
-
-    @classmethod
-    def create(cls, count: int, plan: MigrationPlan, capacity: int, stall: float) -> _Channels:
-        pipes = [BoundedChannel(i, capacity=capacity, stall_timeout=stall) for i in range(count)]
-        damagers = [DamagingSink(p.sink) for p in pipes]
-        stoppers = [StoppingSource(p.source) for p in pipes]
-        slow = None
-        if plan.slow_reader is not None:
-            channel, delay = plan.slow_reader
-            slow = SlowSource(stoppers[channel], delay)
-        return cls(pipes, damagers, stoppers, slow)
-
-    @property
-    def sources(self) -> list:
-        return [self.slow if self.slow is not None and s.channel_id == self.slow.channel_id else s
-                for s in self.stoppers]
-
-    def abort(self) -> None:
-        for pipe in self.pipes:
-            pipe.abort()
-        for stopper in self.stoppers:
-            stopper.release()
-
-    def damage_count(self) -> int:
-        return sum(sum(d.injected.values()) for d in self.damagers)
-
-
-@dataclass
 class _Round:
     """What happened in one round, for classifying it."""
 
@@ -118,7 +82,7 @@ class _Round:
     mismatched: int = 0
     mismatch_offsets: dict[str, list[int]] | None = None
     received: int = 0
-    damaged: bool = False
+    damage: str | None = None    # the kind of damage that struck in this round
     stopped: bool = False
     kills: int = 0
 
@@ -148,7 +112,7 @@ class StressRun:
                 count = self.config.stress.rounds_per_migration
                 self._migration(plan_migration(self.config, self.seed, index, count), started)
                 index += 1
-        except errors.BrokenWorker as exc:
+        except errors.EngineError as exc:    # a worker that keeps dying; a migration that cannot start
             self.summary.fatal_error = f"{type(exc).__name__}: {exc}"
         except KeyboardInterrupt:
             self.summary.interrupted = True
@@ -166,26 +130,25 @@ class StressRun:
 
     def _migration(self, plan: MigrationPlan, started: float) -> None:
         config = _migration_config(self.config, plan)
-        s, summary = self.summary, self.summary
-        s.migrations += 1
+        self.summary.migrations += 1
         for what, value in (("method", plan.method), ("page_size", plan.page_size),
                             ("accelerator", plan.accelerator)):
-            summary.count_variation(what, value)
-        channels = _Channels.create(config.migration.channel_count, plan,
-                                    self.config.stress.channel_capacity,
-                                    self.config.transport.stall_timeout)
+            self.summary.count_variation(what, value)
+        t = self.config.transport
+        channels = StressChannels.create(self.config.stress.transport,
+                                         config.migration.channel_count, plan,
+                                         capacity=self.config.stress.channel_capacity,
+                                         stall=t.stall_timeout, connect_timeout=t.connect_timeout)
         # a zlib or zstd stream dies with its worker: no kills where nothing can resume
         resumable = getattr(methods.get(plan.method), "resumable", False)
         killer = WorkerKiller(self.config.stress.kill_rate if resumable else 0.0, plan.kill_seed)
         with ExitStack() as stack:
-            try:
-                engine = stack.enter_context(Engine(config, sinks=channels.damagers,
-                                                    after_dispatch=killer))
-                receiver = self._receiver(config, engine, channels, stack)
-            except errors.EngineError as exc:
-                self._unexpected(plan, None, exc)
-                return
-            pool = ThreadPoolExecutor(len(channels.pipes), thread_name_prefix="mfd-stress-rx")
+            stack.callback(channels.close)
+            # a migration that cannot start ends the run (run() says why)
+            engine = stack.enter_context(Engine(config, sinks=channels.damagers,
+                                                after_dispatch=killer))
+            receiver = self._receiver(config, engine, channels, stack)
+            pool = ThreadPoolExecutor(channels.count, thread_name_prefix="mfd-stress-rx")
             stack.callback(pool.shutdown, wait=True)
             stack.callback(channels.abort)             # runs first: frees every waiting thread
             errors_before = len(self.summary.unexpected_errors)
@@ -203,12 +166,12 @@ class StressRun:
                 survived = len(self.summary.unexpected_errors) == errors_before
                 self._collect_device(plan, engine, clean and not killer.kills, survived)
 
-    def _receiver(self, config: Config, engine: Engine, channels: _Channels,
+    def _receiver(self, config: Config, engine: Engine, channels: StressChannels,
                   stack: ExitStack) -> Receiver:
         m = config.migration
         dest = [stack.enter_context(RamBlock.create(b.name, b.size, b.page_size))
                 for b in engine.blocks]
-        jobs, _device = receive_jobs(config, stack, len(channels.pipes))
+        jobs, _device = receive_jobs(config, stack, channels.count)
         receiver = stack.enter_context(Receiver(dest, channels.sources, method=m.method,
                                                 page_size=m.page_size, compat=m.compat,
                                                 uuid=bytes(16), jobs=jobs))
@@ -218,7 +181,7 @@ class StressRun:
     # ---- one round ------------------------------------------------------
 
     def _round(self, plan: MigrationPlan, rp: RoundPlan, engine: Engine, receiver: Receiver,
-               channels: _Channels, pool: ThreadPoolExecutor, killer: WorkerKiller) -> _Round:
+               channels: StressChannels, pool: ThreadPoolExecutor, killer: WorkerKiller) -> _Round:
         batch = (np.arange(engine.block.pages, dtype=np.uint64) if rp.index == 0
                  else _dirty_batch(engine.block, self.config, plan, rp))
         if rp.damage is not None:
@@ -227,23 +190,22 @@ class StressRun:
         if rp.stop_reader is not None:
             channel, after = rp.stop_reader
             channels.stoppers[channel].arm(after)
-        damage_before, kills_before = channels.damage_count(), killer.kills
+        damage_before, kills_before = channels.damage_done(), killer.kills
         received_before = _received_pages(receiver)
         first = _FirstError(channels.abort)
         readers = [pool.submit(_read_round, r, first) for r in receiver.readers]
         started = time.perf_counter()
         try:
             engine.send(batch, round_index=rp.index, progress=self._progress(plan))
-            # the sender's flush: every channel taken up to where its reader
-            # stopped for the round (a SYNC that came early leaves bytes behind)
-            for sink, reader in zip(channels.damagers, readers):
-                sink.drain(reader.done)
+            for sink in channels.damagers:
+                sink.flush()
+            self._await_readers(readers, channels)
         except Exception as exc:  # noqa: BLE001 - classified by _judge; Ctrl-C goes up
             first.claim(exc)
         self._wait_readers(readers, first)
         outcome = _Round(rp, len(batch), first.error, time.perf_counter() - started,
                          kills=killer.kills - kills_before,
-                         damaged=channels.damage_count() > damage_before,
+                         damage=_new_damage(damage_before, channels.damage_done()),
                          stopped=any(s.stopped for s in channels.stoppers))
         if first.error is None:
             result = receiver.verify(engine.blocks)
@@ -252,6 +214,27 @@ class StressRun:
             outcome.received = _received_pages(receiver) - received_before
         self._sample_memory(engine, channels)
         return outcome
+
+    def _await_readers(self, readers: list[Future], channels: StressChannels) -> None:
+        """The sender's end of round: wait for every reader to reach its SYNC.
+
+        A reader that takes no byte for ``stall_timeout`` meanwhile is a
+        receiver that stopped reading: ``ChannelStalled`` on its channel, as
+        a sender waiting for a flush acknowledgement would report it.
+        """
+        stall = self.config.transport.stall_timeout
+        seen = [s.bytes_read for s in channels.stoppers]
+        since = [time.monotonic()] * len(seen)
+        while not all(r.done() for r in readers):
+            wait(readers, timeout=min(0.05, stall))
+            now = time.monotonic()
+            for i, (reader, source) in enumerate(zip(readers, channels.stoppers)):
+                if source.bytes_read != seen[i]:
+                    seen[i], since[i] = source.bytes_read, now
+                elif not reader.done() and now - since[i] >= stall:
+                    raise errors.ChannelStalled(
+                        f"the receiver read nothing for {stall:g} s before the round's SYNC",
+                        channel=source.channel_id, side="write", seconds=stall)
 
     def _wait_readers(self, readers: list[Future], first: _FirstError) -> None:
         limit = self.config.transport.stall_timeout + _HANG_MARGIN
@@ -275,10 +258,10 @@ class StressRun:
 
     # ---- judging --------------------------------------------------------
 
-    def _judge(self, plan: MigrationPlan, o: _Round, channels: _Channels) -> bool:
+    def _judge(self, plan: MigrationPlan, o: _Round, channels: StressChannels) -> bool:
         """Count the round; True if the migration may go on."""
         s = self.summary
-        damage = _damage_kind(o.plan) if o.damaged else None
+        damage = o.damage
         expected = self._expected_error(o, damage)
         if o.error is not None and not expected:
             if isinstance(o.error, errors.BrokenWorker):
@@ -348,7 +331,7 @@ class StressRun:
 
     # ---- after a migration ----------------------------------------------
 
-    def _collect(self, plan: MigrationPlan, engine: Engine, channels: _Channels) -> None:
+    def _collect(self, plan: MigrationPlan, engine: Engine, channels: StressChannels) -> None:
         s = self.summary
         counters = engine.coordinator.channel_counters()
         s.packets += sum(c.get("packets", 0) for c in counters)
@@ -357,8 +340,7 @@ class StressRun:
         if channels.slow is not None and channels.slow.reads:
             slow = s.fault("slow_reader")
             slow.injected += 1
-            pipe = channels.pipes[channels.slow.channel_id]
-            if pipe.peak_buffered <= _channel_bound(self.config, plan):
+            if channels.peak_buffered() <= _channel_bound(self.config, plan):
                 slow.survived += 1
 
     def _collect_device(self, plan: MigrationPlan, engine: Engine, exact: bool,
@@ -384,9 +366,9 @@ class StressRun:
                     self._unexpected(plan, None, RuntimeError(
                         f"device and worker counters disagree: {text} ({left} != {right})"))
 
-    def _sample_memory(self, engine: Engine, channels: _Channels) -> None:
+    def _sample_memory(self, engine: Engine, channels: StressChannels) -> None:
         s = self.summary
-        s.peak_channel_bytes = max([s.peak_channel_bytes, *(p.peak_buffered for p in channels.pipes)])
+        s.peak_channel_bytes = max(s.peak_channel_bytes, channels.peak_buffered())
         own = read_memory()
         if own is not None:
             s.note_peak(s.peak_rss, "coordinator", own.peak)
@@ -435,8 +417,10 @@ def _received_pages(receiver: Receiver) -> int:
     return sum(c["normal_pages"] + c["zero_pages"] for c in receiver.counters())
 
 
-def _damage_kind(plan: RoundPlan) -> str | None:
-    return plan.damage[1].kind if plan.damage is not None else None
+def _new_damage(before: dict[str, int], after: dict[str, int]) -> str | None:
+    """The damage that struck between two counts (a damage armed in one round
+    strikes in a later one when its channel got fewer packets than planned)."""
+    return next((kind for kind, n in after.items() if n > before.get(kind, 0)), None)
 
 
 def _channel_bound(config: Config, plan: MigrationPlan) -> int:

@@ -36,6 +36,7 @@ class StressSettings:
     stop_reader_rate: float = 0.05      # per migration: one channel's receiver stops reading
     device_faults: bool = True          # emulated device: busy storms, job errors, overflows, slow jobs
     channel_capacity: int = 4 << 20     # bytes a channel holds before the sender waits
+    transport: str = "memory"           # data channels: in-process "memory" or loopback "tcp"
 
     @classmethod
     def from_dict(cls, data: Any) -> StressSettings:
@@ -119,6 +120,14 @@ def _fraction_range(key: str, value: Any) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
+def _one_of(allowed: tuple[str, ...]):
+    def parse(key: str, value: Any) -> str:
+        if value not in allowed:
+            raise ConfigError(key, f"{value!r} is not one of: {', '.join(allowed)}")
+        return value
+    return parse
+
+
 def _capacity(key: str, value: Any) -> int:
     from engine.config import parse_size   # engine.config imports this module
 
@@ -144,4 +153,5 @@ _PARSERS = {
     "stop_reader_rate": _rate,
     "device_faults": _bool,
     "channel_capacity": _capacity,
+    "transport": _one_of(("memory", "tcp")),
 }

@@ -22,11 +22,10 @@ Both must be 0.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+from engine.report_schema import SCHEMA_VERSION, envelope, machine_facts, now, write_report
 
 
 @dataclass
@@ -64,6 +63,7 @@ class StressSummary:
     device_counters: dict[str, int] = field(default_factory=dict)
     variation: dict[str, dict[str, int]] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    created: str = field(default_factory=now)
 
     @property
     def ok(self) -> bool:
@@ -94,10 +94,23 @@ class StressSummary:
         out["faults_survived"] = sum(f.survived for f in self.faults.values())
         return out
 
-    def write_json(self, path: str) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
+    def to_report(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The summary in the common report schema (kind "stress"; engine.report_schema)."""
+        from engine.batch import engine_version   # engine.batch imports much; only here
+
+        out = envelope("stress", engine_version=engine_version(), created=self.created,
+                       machine=machine_facts(), config=config)
+        out.update((k, v) for k, v in self.to_dict().items() if k not in out)
+        return out
+
+    def write_json(self, path: str, config: dict[str, Any] | None = None) -> None:
+        write_report(path, self.to_report(config or {}))
+
+    def verdict_line(self) -> str:
+        """The one line ``stress -q`` prints."""
+        return (f"result {'ok' if self.ok else 'FAILED'}: seed {self.seed}, {self.rounds} rounds "
+                f"({self.rounds_verified} verified), pages lost {self.pages_lost}, unexpected "
+                f"errors {len(self.unexpected_errors)}")
 
     def status_line(self, migration: str = "") -> str:
         injected = sum(f.injected for f in self.faults.values())
