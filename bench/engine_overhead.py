@@ -16,6 +16,7 @@ import argparse
 
 import numpy as np
 
+import bench_report
 import guest
 from timing import interleaved, verdict
 
@@ -30,6 +31,7 @@ def main() -> None:
     guest.add_arguments(parser)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--compression", default="balanced", choices=tuple(codec.COMPRESSION_SETTINGS))
+    bench_report.add_argument(parser)
     args = parser.parse_args()
 
     block, what = guest.load(args)
@@ -61,6 +63,11 @@ def main() -> None:
         print(scan.line(block.size))
         ratio = raw.median / sent.median
         print(f"raw / engine: {verdict(ratio, 0.90)}")
+        bench_report.write(args.json, bench=__file__, guest=what, params=args, cases=[
+            bench_report.case(raw, work, wire_bytes=raw_bytes, channels=1),
+            bench_report.case(sent, work, method="qpl", channels=1),
+            bench_report.case(scan, block.size)],
+            ratios=[bench_report.ratio("raw / engine", ratio, 0.90)])
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import argparse
 
 import numpy as np
 
+import bench_report
 import guest
 from timing import interleaved, verdict
 
@@ -53,6 +54,7 @@ def main() -> None:
     guest.add_arguments(parser)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--compression", default="balanced", choices=tuple(codec.COMPRESSION_SETTINGS))
+    bench_report.add_argument(parser)
     args = parser.parse_args()
 
     block, what = guest.load(args)
@@ -79,6 +81,14 @@ def main() -> None:
     print(f"wire bytes: {sum(map(len, streams2))}; destination mismatched pages: {mismatched}")
     print(f"send speed-up 2 vs 1:    {verdict(send1.median / send2.median, 1.7)}")
     print(f"receive speed-up 2 vs 1: {verdict(recv1.median / recv2.median, 1.7)}")
+    wire1, wire2 = sum(map(len, streams1)), sum(map(len, streams2))
+    bench_report.write(args.json, bench=__file__, guest=what, params=args, cases=[
+        bench_report.case(send1, work, wire_bytes=wire1, method="qpl", channels=1),
+        bench_report.case(send2, work, wire_bytes=wire2, method="qpl", channels=2),
+        bench_report.case(recv1, work, wire_bytes=wire1, method="qpl", channels=1),
+        bench_report.case(recv2, work, wire_bytes=wire2, method="qpl", channels=2)],
+        ratios=[bench_report.ratio("send speed-up 2 vs 1", send1.median / send2.median, 1.7),
+                bench_report.ratio("receive speed-up 2 vs 1", recv1.median / recv2.median, 1.7)])
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+import bench_report
 import guest
 from timing import Timing, verdict
 
@@ -349,13 +350,14 @@ def main() -> None:
     parser.add_argument("--qemu", default="qemu-system-x86_64", help="the reference QEMU (Debian's 7.2)")
     parser.add_argument("--qemu-new", help="a QEMU >= 9.1 built with QPL, when there is one")
     parser.add_argument("--engine-only", action="store_true")
+    bench_report.add_argument(parser)
     args = parser.parse_args()
 
     block, what = guest.load(args)
     with block, tempfile.TemporaryDirectory(prefix="mfd-vs-qemu-", dir="/dev/shm"
                                             if os.path.isdir("/dev/shm") else None) as tmp:
         work = Path(tmp)
-        size_mib = block.size >> 20
+        size_mib, guest_bytes = block.size >> 20, block.size
         print(f"guest: {what}; {block.pages} pages, {len(guest.nonzero_pages(block))} non-zero")
         print(f"engine codec: {codec.codec_name()}; {os.cpu_count()} cores", flush=True)
         qemu: list[Outcome] = []
@@ -371,10 +373,14 @@ def main() -> None:
         engine = [run_engine(block, "qpl", c, args.runs) for c in codec.COMPRESSION_SETTINGS]
         engine += [run_engine(block, m, "balanced", args.runs)
                    for m in ("none", "zlib", "zstd") if m in methods.names()]
-    _ratios(qemu, engine)
+    goals = _ratios(qemu, engine)
+    bench_report.write(args.json, bench=__file__, guest=what, params=args, ratios=goals, cases=[
+        bench_report.case(o.timing, guest_bytes, wire_bytes=o.wire_bytes, method=o.method, channels=2)
+        for o in qemu + engine])
 
 
-def _ratios(qemu: list[Outcome], engine: list[Outcome]) -> None:
+def _ratios(qemu: list[Outcome], engine: list[Outcome]) -> list[dict]:
+    """Print the ratios; returns the goals (bench_report.ratio) for the JSON report."""
     ref = {o.method: o for o in qemu if o.who.startswith("QEMU 7.")}
     new = {o.method: o for o in qemu if not o.who.startswith("QEMU 7.")}
     ours = {o.timing.name: o for o in engine}
@@ -385,17 +391,27 @@ def _ratios(qemu: list[Outcome], engine: list[Outcome]) -> None:
                 print(f"  {name:<24} / {q.timing.name:<16} time {o.timing.median / q.timing.median:6.2f}"
                       f"  bytes {o.wire_bytes / q.wire_bytes:5.2f}")
     if not ref:
-        return
+        return []
     print("\ngoals (against QEMU 7.2):")
+    goals = []
     qpl = ours.get("engine qpl (balanced)")
     if qpl and "zstd" in ref:
+        goals.append(bench_report.ratio("qpl time / QEMU zstd time", qpl.timing.median
+                                        / ref["zstd"].timing.median, 0.67, higher_is_better=False))
         print(f"  qpl time / QEMU zstd time:   {verdict(qpl.timing.median / ref['zstd'].timing.median, 0.67, higher_is_better=False)}")
     if qpl and "zlib" in ref:
+        goals.append(bench_report.ratio("qpl time / QEMU zlib time", qpl.timing.median
+                                        / ref["zlib"].timing.median, 0.15, higher_is_better=False))
+        goals.append(bench_report.ratio("qpl bytes / QEMU zlib bytes", qpl.wire_bytes
+                                        / ref["zlib"].wire_bytes, 1.15, higher_is_better=False))
         print(f"  qpl time / QEMU zlib time:   {verdict(qpl.timing.median / ref['zlib'].timing.median, 0.15, higher_is_better=False)}")
         print(f"  qpl bytes / QEMU zlib bytes: {verdict(qpl.wire_bytes / ref['zlib'].wire_bytes, 1.15, higher_is_better=False)}")
     none = ours.get("engine none")
     if none and "none" in ref:
+        goals.append(bench_report.ratio("none time / QEMU none time", none.timing.median
+                                        / ref["none"].timing.median, 1.2, higher_is_better=False))
         print(f"  none time / QEMU none time:  {verdict(none.timing.median / ref['none'].timing.median, 1.2, higher_is_better=False)}")
+    return goals
 
 
 if __name__ == "__main__":

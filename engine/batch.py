@@ -25,6 +25,7 @@ from engine.devices import receive_jobs, send_jobs
 from engine.ram import RamBlock
 from engine.receiver import Receiver
 from engine.report import Report, RoundReport
+from engine.report_schema import machine_facts
 from engine.workloads import PrecopyRounds, fill_guest_memory
 from workers import codec
 
@@ -65,6 +66,7 @@ def make_sinks(config: Config) -> list[ChannelSink]:
 class RoundSend:
     packets: int
     seconds: float
+    wire_bytes: int = 0        # bytes written to the channels in this round, SYNC included
 
 
 class Engine:
@@ -111,11 +113,25 @@ class Engine:
     def send(self, pages: np.ndarray, *, block: int = 0, round_index: int = 0,
              progress: Progress | None = None) -> RoundSend:
         """Send one round's dirty pages of ``block``, then SYNC every channel."""
+        self.coordinator.timeline.mark_round(round_index)
+        written = self.coordinator.bytes_written()
         started = time.perf_counter()
         packets = self.coordinator.send_pages(block, pages, on_packet=(
             (lambda done, total: progress(round_index, done, total)) if progress else None))
         self.coordinator.sync()
-        return RoundSend(packets, time.perf_counter() - started)
+        self.coordinator.timeline.end_round()
+        return RoundSend(packets, time.perf_counter() - started,
+                         self.coordinator.bytes_written() - written)
+
+    def fill_report(self, report: Report) -> None:
+        """Put the send side's counters, timeline, page sizes and machine facts into ``report``."""
+        report.send_channels = self.coordinator.channel_counters()
+        report.accelerator = [c["accelerator"] for c in report.send_channels]
+        if self.device is not None:
+            report.device = self.device.counters()
+        report.timeline = self.coordinator.timeline.as_dict()
+        report.page_sizes = self.coordinator.page_sizes.as_dict()
+        report.machine = machine_facts(report.send_channels)
 
     def close(self) -> None:
         self._stack.close()
@@ -159,7 +175,8 @@ def run_batch(config: Config | None = None, *, progress: Progress | None = None)
         for index in range(config.run.rounds):
             batch = rounds.batch(index)
             sent = engine.send(batch, round_index=index, progress=progress)
-            entry = RoundReport(index, len(batch), sent.packets, sent.seconds)
+            entry = RoundReport(index, len(batch), sent.packets, sent.seconds,
+                                wire_bytes=sent.wire_bytes)
             if receiver is not None:
                 started = time.perf_counter()
                 receiver.receive_round()
@@ -168,10 +185,7 @@ def run_batch(config: Config | None = None, *, progress: Progress | None = None)
                 entry.mismatched_pages = result.mismatched_pages
                 entry.first_mismatch_offsets = result.first_offsets
             report.rounds.append(entry)
-        report.send_channels = engine.coordinator.channel_counters()
-        report.accelerator = [c["accelerator"] for c in report.send_channels]
-        if engine.device is not None:
-            report.device = engine.device.counters()
+        engine.fill_report(report)
         if receiver is not None:
             report.receive_channels = receiver.counters()
     if config.run.report:

@@ -5,7 +5,8 @@ Each subcommand is one module in ``engine.commands`` with two functions:
 dispatches, and turns the engine's errors into messages and exit codes.
 
 Exit status: 0 success; 1 verification failed (pages differ); 2 bad usage
-or bad config; 3 bad input (a malformed channel stream); 4 the engine
+or bad config (also: `report --plot` without matplotlib); 3 bad input (a
+malformed channel stream, or a report file that is not ours); 4 the engine
 failed (a worker died or reported an error); 5 the peer or the connection
 failed (TCP migration: not connected in time, closed, stalled, refused, or
 the peer reported an error); 130 interrupted (Ctrl-C).
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (errors.TransportError, errors.ChannelStalled) as exc:
         print(f"connection failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_PEER
-    except errors.WireError as exc:
+    except (errors.WireError, errors.ReportError) as exc:
         print(f"bad input: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_INPUT
     except errors.EngineError as exc:

@@ -226,3 +226,19 @@ class SessionRefused(TransportError):
 
 class ControlError(WireError):
     """The control connection carried bytes that are not our protocol."""
+
+
+class ReportError(EngineError):
+    """A report file is not a multifd-engine report this engine can read.
+
+    Not JSON, not one of ours, a schema version or kind this engine does
+    not know, or a field missing or of the wrong type; ``path`` names the
+    file and ``field`` the field at fault (None when the file as a whole
+    is wrong).
+    """
+
+    def __init__(self, message: str, *, path: str, field: str | None = None) -> None:
+        where = f"{path}: field {field!r}" if field else path
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.field = field

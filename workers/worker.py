@@ -101,9 +101,13 @@ class _Worker:
         zero_ns = time.perf_counter_ns() - started
         start = task.slot * spec.slot_size
         slot = self.slots.buf[start:start + spec.slot_size]
+        prepare_started = time.perf_counter_ns()
         size, stats = self.method.send_prepare(self.state, block, pages[:normal], slot)
+        prepare_ns = time.perf_counter_ns() - prepare_started
         stats = dict(stats)
         stats["zero_ns"] = stats.get("zero_ns", 0) + zero_ns
+        # methods that do not time their own loop (zlib, zstd, none): the hook's time
+        stats["compress_ns"] = stats.get("compress_ns") or prepare_ns
         return Result(task.packet_num, task.slot, normal, len(pages) - normal, size, pages, stats)
 
     def close(self) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from engine.commands import verbosity
 from engine.commands.run_cmd import DEFAULT_CONFIG
 from engine.config import load_config
 
@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record", metavar="DIR", help="keep each data channel's bytes as "
                    "DIR/channel-<id>.mfd (readable with `inspect`)")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    verbosity.add_arguments(p)
     p.set_defaults(handler=main)
 
 
@@ -30,9 +31,7 @@ def main(args: argparse.Namespace) -> int:
     config = load_config(path)
     report = receive_migration(config, args.listen, record_dir=args.record,
                                on_listening=lambda a: print(f"listening on {a}", flush=True))
-    print(report.format_text(), flush=True)
+    print(report.format_text(args.verbosity), flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
-            f.write("\n")
+        report.write_json(args.json)
     return EXIT_OK if report.digests_match else EXIT_VERIFY

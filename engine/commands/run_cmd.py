@@ -6,8 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from engine.commands import verbosity
 from engine.commands.progress import ProgressLine
 from engine.config import load_config
+from engine.report import QUIET
 
 DEFAULT_CONFIG = Path("config/default.toml")
 
@@ -17,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", help=f"TOML config (default: {DEFAULT_CONFIG} if it "
                    "exists, else the same values built in)")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    verbosity.add_arguments(p)
     p.set_defaults(handler=main)
 
 
@@ -27,12 +29,12 @@ def main(args: argparse.Namespace) -> int:
 
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     config = load_config(path)
-    progress = ProgressLine(sys.stderr, config.run.rounds, enabled=not args.quiet)
+    progress = ProgressLine(sys.stderr, config.run.rounds, enabled=args.verbosity > QUIET)
     try:
         report = run_batch(config, progress=progress)
     finally:
         progress.finish()
-    print(report.format_text())
+    print(report.format_text(args.verbosity))
     if args.json:
         report.write_json(args.json)
     return EXIT_VERIFY if report.verified is False else EXIT_OK

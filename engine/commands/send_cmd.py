@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine.commands import verbosity
 from engine.commands.progress import ProgressLine
 from engine.commands.run_cmd import DEFAULT_CONFIG
 from engine.config import load_config
+from engine.report import QUIET
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "exists, else the same values built in)")
     p.add_argument("--to", required=True, metavar="HOST:PORT", help="the receiver's address")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    verbosity.add_arguments(p)
     p.set_defaults(handler=main)
 
 
@@ -26,12 +28,12 @@ def main(args: argparse.Namespace) -> int:
 
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     config = load_config(path)
-    progress = ProgressLine(sys.stderr, config.run.rounds, enabled=not args.quiet)
+    progress = ProgressLine(sys.stderr, config.run.rounds, enabled=args.verbosity > QUIET)
     try:
         report = send_migration(config, args.to, progress=progress)
     finally:
         progress.finish()
-    print(report.format_text(), flush=True)
+    print(report.format_text(args.verbosity), flush=True)
     if args.json:
         report.write_json(args.json)
     return EXIT_OK if report.verified else EXIT_VERIFY

@@ -15,6 +15,7 @@ import numpy as np
 
 from engine import wire
 from engine.methods.payload_errors import wire_error
+from engine.page_sizes import STATS_KEY, packet_histogram
 from workers import codec
 from workers.jobs import PageJobs
 
@@ -46,7 +47,9 @@ class Qpl:
         if len(pages) == 0:
             return 0, {}
         size, stats = state.jobs.compress(block.buf, state.page_size, pages, slot)
-        return size, stats.as_dict()
+        out = stats.as_dict()
+        out[STATS_KEY] = packet_histogram(slot, len(pages), state.page_size)  # from the length table
+        return size, out
 
     def send_cleanup(self, state: _State) -> None:
         state.jobs.close()
