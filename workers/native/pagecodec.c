@@ -202,7 +202,7 @@ static int swq_submit(void *ctx, mfd_job *job)
     return MFD_OK;
 }
 
-static int swq_check(void *ctx, mfd_job *job)
+int mfd_sync_check(void *ctx, mfd_job *job)
 {
     (void)ctx;
     if (!job)
@@ -210,7 +210,7 @@ static int swq_check(void *ctx, mfd_job *job)
     return job->submitted ? job->status : MFD_NOT_SUBMITTED;
 }
 
-static int swq_wait(void *ctx, mfd_job *job)
+int mfd_sync_wait(void *ctx, mfd_job *job)
 {
     (void)ctx;
     if (!job)
@@ -232,8 +232,8 @@ mfd_workqueue *mfd_software_queue_new(int level)
         return NULL;
     }
     wq->submit = swq_submit;
-    wq->check = swq_check;
-    wq->wait = swq_wait;
+    wq->check = mfd_sync_check;
+    wq->wait = mfd_sync_wait;
     wq->ctx = sw;
     wq->is_hardware = 0;
     return wq;

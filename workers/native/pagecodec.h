@@ -115,6 +115,12 @@ int mfd_sw_compress_page(mfd_sw *sw, const uint8_t *in, uint32_t in_len,
 int mfd_sw_decompress_page(mfd_sw *sw, const uint8_t *in, uint32_t in_len,
                            uint8_t *out, uint32_t page_size);
 
+/* check and wait of a queue whose submit runs the job at once (software
+ * paths): the job's own stored status is the answer; wait also marks the
+ * job as collected */
+int mfd_sync_check(void *ctx, mfd_job *job);
+int mfd_sync_wait(void *ctx, mfd_job *job);
+
 /* the software work queue: submit runs the job at once on `sw`;
  * level is MFD_SETTING_*, the window IAA's 4 KiB */
 mfd_workqueue *mfd_software_queue_new(int level);

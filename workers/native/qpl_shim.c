@@ -269,25 +269,6 @@ static int sw_submit(void *ctx, mfd_job *job)
     return MFD_OK;
 }
 
-static int sw_check(void *ctx, mfd_job *job)
-{
-    (void)ctx;
-    if (!job)
-        return MFD_E_PARAM;
-    return job->submitted ? job->status : MFD_NOT_SUBMITTED;
-}
-
-static int sw_wait(void *ctx, mfd_job *job)
-{
-    (void)ctx;
-    if (!job)
-        return MFD_E_PARAM;
-    if (!job->submitted)
-        return MFD_NOT_SUBMITTED;
-    job->submitted = 0;
-    return job->status;
-}
-
 void mfd_qpl_queue_free(mfd_workqueue *wq)
 {
     if (!wq)
@@ -330,8 +311,8 @@ mfd_workqueue *mfd_qpl_queue_new(mfd_qpl *q, int path, uint32_t count, int *qpl_
     }
     int hw = path == QPL_PATH_HARDWARE;
     qq->wq.submit = hw ? hw_submit : sw_submit;
-    qq->wq.check = hw ? hw_check : sw_check;
-    qq->wq.wait = hw ? hw_wait : sw_wait;
+    qq->wq.check = hw ? hw_check : mfd_sync_check;
+    qq->wq.wait = hw ? hw_wait : mfd_sync_wait;
     qq->wq.ctx = qq;
     qq->wq.is_hardware = hw;
     *qpl_status = QPL_STS_OK;
