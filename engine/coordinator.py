@@ -29,8 +29,9 @@ packets again, in packet_num order.  Nothing of those packets reached the
 channel (a packet is written only when its Result arrives), so the
 re-send loses and repeats nothing, and the channel's packet_num order
 holds.  Only methods without state across packets can be resumed so
-(``Method.resumable``); a zlib or zstd stream dies with its worker.  A worker that dies more than ``worker_restarts`` times in a row
-(without finishing a packet in between) ends the run with BrokenWorker.
+(``Method.resumable``); a zlib or zstd stream dies with its worker.  A
+worker that dies more than ``worker_restarts`` times in a row (without
+finishing a packet in between) ends the run with BrokenWorker.
 
 Who owns what: the coordinator creates and unlinks every shared-memory
 segment (RAM blocks are the caller's, slots are the coordinator's); a slot
