@@ -9,6 +9,7 @@ report schema (``to_dict`` / ``write_json``, kind ``"run"``; see
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -138,8 +139,8 @@ class Report:
             f"multifd-engine {self.engine_version}: method {self.method}, {self.channels} channel(s), "
             f"page size {self.page_size}, peer QEMU {self.qemu_version}",
             f"codec {self.codec}; work queue path: {', '.join(sorted(set(self.accelerator)))}",
-            *[f"  why: {reason}" for reason in sorted({c.get('path_reason', '') for c in
-                                                       self.send_channels} - {''})],
+            *[textwrap.fill(reason, 100, initial_indent="  why: ", subsequent_indent="       ")
+              for reason in sorted({c.get('path_reason', '') for c in self.send_channels} - {''})],
             "",
             *self._round_lines(),
             "",
