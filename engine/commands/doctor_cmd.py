@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from pathlib import Path
 
-from engine.commands.run_cmd import DEFAULT_CONFIG
+from engine.commands.config_argument import add_config_argument, config_from, config_path
 from workers.workqueue.discovery import DEV_ROOT, SYSFS_ROOT, Topology, discover
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="show IAA devices, libqpl and the path each method takes")
-    p.add_argument("config", nargs="?", help=f"TOML config (default: {DEFAULT_CONFIG} if it exists)")
+    add_config_argument(p)
     p.add_argument("--sysfs", default=SYSFS_ROOT, metavar="ROOT",
                    help=f"where the dsa bus devices are (default {SYSFS_ROOT})")
     p.add_argument("--dev", default=DEV_ROOT, metavar="ROOT",
@@ -88,12 +87,10 @@ def main(args: argparse.Namespace) -> int:
     from engine import methods
     from engine.batch import engine_version
     from engine.cli import EXIT_OK, EXIT_USAGE
-    from engine.config import load_config
     from engine.devices import uses_work_queue
     from workers import codec
 
-    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
-    config = load_config(path)
+    config = config_from(args)
     m = config.migration
     qpl_library = args.qpl_library if args.qpl_library is not None else m.qpl_library
     topology = discover(args.sysfs, args.dev)
@@ -107,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
     lines = [f"multifd-engine {engine_version()} doctor", "",
              f"software codec   {codec.codec_name()}",
              f"libqpl           {libqpl}", *_device_lines(topology), "",
-             f"accelerator = \"{m.accelerator}\" ({path or 'built-in default'})"]
+             f"accelerator = \"{m.accelerator}\" ({config_path(args) or 'built-in default'})"]
     failed = False
     for name in methods.names():
         if uses_work_queue(name):

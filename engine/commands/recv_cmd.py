@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 
 from engine.commands import verbosity
-from engine.commands.run_cmd import DEFAULT_CONFIG
-from engine.config import load_config
+from engine.commands.config_argument import add_config_argument, config_from
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recv", help="receive one migration from `send --to` over TCP")
-    p.add_argument("config", nargs="?", help=f"TOML config (default: {DEFAULT_CONFIG} if it "
-                   "exists, else the same values built in); method, page size, channels and "
-                   "QEMU version must match the sender's")
+    add_config_argument(p, "TOML config; method, page size, channels and QEMU version must "
+                        "match the sender's")
     p.add_argument("--listen", required=True, metavar="HOST:PORT",
                    help="address to listen on (port 0: any free port, printed)")
     p.add_argument("--record", metavar="DIR", help="keep each data channel's bytes as "
@@ -27,8 +25,7 @@ def main(args: argparse.Namespace) -> int:
     from engine.cli import EXIT_OK, EXIT_VERIFY
     from engine.migration import receive_migration
 
-    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-    config = load_config(path)
+    config = config_from(args)
     report = receive_migration(config, args.listen, record_dir=args.record,
                                on_listening=lambda a: print(f"listening on {a}", flush=True))
     print(report.format_text(args.verbosity), flush=True)

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from engine.commands import verbosity
+from engine.commands.config_argument import add_config_argument, config_from
 from engine.commands.progress import ProgressLine
-from engine.config import load_config
 from engine.report import QUIET
-
-DEFAULT_CONFIG = Path("config/default.toml")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a batch of precopy rounds and print a report")
-    p.add_argument("config", nargs="?", help=f"TOML config (default: {DEFAULT_CONFIG} if it "
-                   "exists, else the same values built in)")
+    add_config_argument(p)
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     verbosity.add_arguments(p)
     p.set_defaults(handler=main)
@@ -27,8 +23,7 @@ def main(args: argparse.Namespace) -> int:
     from engine.batch import run_batch
     from engine.cli import EXIT_OK, EXIT_VERIFY
 
-    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-    config = load_config(path)
+    config = config_from(args)
     progress = ProgressLine(sys.stderr, config.run.rounds, enabled=args.verbosity > QUIET)
     try:
         report = run_batch(config, progress=progress)

@@ -7,15 +7,13 @@ import sys
 
 from engine.commands import verbosity
 from engine.commands.progress import ProgressLine
-from engine.commands.run_cmd import DEFAULT_CONFIG
-from engine.config import load_config
+from engine.commands.config_argument import add_config_argument, config_from
 from engine.report import QUIET
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("send", help="migrate the configured guest RAM to `recv --listen` over TCP")
-    p.add_argument("config", nargs="?", help=f"TOML config (default: {DEFAULT_CONFIG} if it "
-                   "exists, else the same values built in)")
+    add_config_argument(p)
     p.add_argument("--to", required=True, metavar="HOST:PORT", help="the receiver's address")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     verbosity.add_arguments(p)
@@ -26,8 +24,7 @@ def main(args: argparse.Namespace) -> int:
     from engine.cli import EXIT_OK, EXIT_VERIFY
     from engine.migration import send_migration
 
-    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-    config = load_config(path)
+    config = config_from(args)
     progress = ProgressLine(sys.stderr, config.run.rounds, enabled=args.verbosity > QUIET)
     try:
         report = send_migration(config, args.to, progress=progress)

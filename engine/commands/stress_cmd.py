@@ -8,15 +8,14 @@ from dataclasses import replace
 from typing import TextIO
 
 from engine.commands import verbosity
-from engine.commands.run_cmd import DEFAULT_CONFIG
+from engine.commands.config_argument import add_config_argument, config_from
 from engine.report import NORMAL, QUIET, VERBOSE
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stress", help="stress every core with varied migrations and injected "
                        "faults; every round verified")
-    p.add_argument("config", nargs="?", help=f"TOML config, its [stress] section above all "
-                   f"(default: {DEFAULT_CONFIG} if it exists, else the same values built in)")
+    add_config_argument(p, "TOML config, its [stress] section above all")
     p.add_argument("--rounds", type=int, metavar="N", help="precopy rounds in all (stress.rounds)")
     p.add_argument("--duration", metavar="TIME", help="run this long instead, e.g. 90s, 10m, 2h "
                    "(stress.duration); with --rounds, whichever comes first")
@@ -76,13 +75,11 @@ def _text(summary, level: int) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from engine.cli import EXIT_ENGINE, EXIT_OK, EXIT_VERIFY
-    from engine.config import load_config
     from engine.errors import ConfigError
     from engine.stress.runner import StressRun
     from engine.stress.settings import parse_duration
 
-    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-    config = load_config(path)
+    config = config_from(args)
     if args.workers is not None:
         channels = "auto" if args.workers == "auto" else _count(args.workers)
         config = replace(config, migration=replace(config.migration, channels=channels))
