@@ -31,9 +31,9 @@ import hashlib
 import os
 import time
 import uuid as uuidlib
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from engine import control, errors, methods, wire
 from engine.batch import Engine, Progress, engine_version, make_source_block
@@ -77,13 +77,8 @@ def send_migration(config: Config, to: Address | str, *, progress: Progress | No
         sock = connect(address, timeout=t.connect_timeout, stall_timeout=t.stall_timeout)
         channel = ControlChannel(sock, peer=str(address))
         stack.callback(channel.close)
-        try:
+        with _peer_reason(channel):
             return _send(config, address, channel, stack, progress)
-        except BaseException as exc:
-            failed = _peer_failure(channel, exc)
-            if failed is None:
-                raise
-            raise failed from exc
 
 
 def _send(config: Config, address: Address, channel: ControlChannel, stack: ExitStack,
@@ -130,6 +125,18 @@ def _send(config: Config, address: Address, channel: ControlChannel, stack: Exit
     report.final_digests_match = bool(result.ok and result.digests == digests)
     engine.fill_report(report)
     return report
+
+
+@contextmanager
+def _peer_reason(channel: ControlChannel) -> Iterator[None]:
+    """Whatever ends a session is told to the peer; the peer's own reason wins."""
+    try:
+        yield
+    except BaseException as exc:
+        failed = _peer_failure(channel, exc)
+        if failed is None:
+            raise
+        raise failed from exc
 
 
 def _peer_failure(channel: ControlChannel, exc: BaseException) -> errors.PeerFailed | None:
@@ -231,13 +238,8 @@ def receive_migration(config: Config, listen: Address | str, *,
                                      what="sender")
         channel = ControlChannel(sock, peer=peer)
         stack.callback(channel.close)
-        try:
+        with _peer_reason(channel):
             return _receive(config, listener, channel, stack, record_dir)
-        except BaseException as exc:
-            failed = _peer_failure(channel, exc)
-            if failed is None:
-                raise
-            raise failed from exc
 
 
 def _receive(config: Config, listener: Listener, channel: ControlChannel, stack: ExitStack,
