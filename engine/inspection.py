@@ -20,7 +20,7 @@ import numpy as np
 from engine import errors, methods, wire
 from engine.channels import FileSource
 from engine.ram import RamBlock
-from engine.receiver import ChannelReader, PacketInfo
+from engine.receiver import ChannelCounters, ChannelReader, PacketInfo
 from workers import codec
 
 _SCAN_PACKETS = 64
@@ -35,16 +35,12 @@ class StreamGuess:
     block: str | None
 
 
-@dataclass
-class ChannelSummary:
+@dataclass(kw_only=True)
+class ChannelSummary(ChannelCounters):
+    """One channel file: the reader's counters, plus where it came from."""
+
     path: str
     channel: int
-    packets: int = 0
-    sync_packets: int = 0
-    normal_pages: int = 0
-    zero_pages: int = 0
-    other_block_pages: int = 0
-    bytes: int = 0
     first_packet: int | None = None
     last_packet: int | None = None
 
@@ -141,22 +137,18 @@ def inspect_channels(paths: Sequence[str | Path], *, page_size: int = 4096,
 
 
 def _walk(path, method, page_size, compat, blocks, mark, on_packet) -> ChannelSummary:
+    # the reader counts straight into the summary
+    summary = ChannelSummary(path=str(path), channel=0, bytes=wire.INIT_PACKET_SIZE)
     reader = ChannelReader(FileSource(path, 0), method=method, page_size=page_size, blocks=blocks,
-                           compat=compat, lenient=True, on_pages=mark)
+                           compat=compat, lenient=True, on_pages=mark, counters=summary)
     try:
-        init = reader.read_init()
-        summary = ChannelSummary(str(path), init.channel_id)
+        summary.channel = reader.read_init().channel_id
         while (info := reader.next_packet()) is not None:
             if summary.first_packet is None:
                 summary.first_packet = info.packet_num
             summary.last_packet = info.packet_num
             if on_packet is not None:
                 on_packet(summary, info)
-        c = reader.counters
-        summary.packets, summary.sync_packets = c.packets, c.sync_packets
-        summary.normal_pages, summary.zero_pages = c.normal_pages, c.zero_pages
-        summary.other_block_pages = c.other_block_pages
-        summary.bytes = c.bytes + wire.INIT_PACKET_SIZE
         return summary
     finally:
         reader.close()

@@ -97,7 +97,8 @@ class ChannelReader:
     def __init__(self, source: ChannelSource, *, method: str, page_size: int,
                  blocks: Mapping[str, RamBlock], compat: wire.Compat = wire.Compat.DEFAULT,
                  jobs: JobSettings | None = None, lenient: bool = False,
-                 on_pages: Callable[[str, np.ndarray], None] | None = None) -> None:
+                 on_pages: Callable[[str, np.ndarray], None] | None = None,
+                 counters: ChannelCounters | None = None) -> None:
         self.source = source
         self.channel: int = source.channel_id
         self.method = methods.get(method)
@@ -106,7 +107,7 @@ class ChannelReader:
         self.blocks = dict(blocks)
         self.lenient = lenient
         self.on_pages = on_pages
-        self.counters = ChannelCounters()
+        self.counters = counters if counters is not None else ChannelCounters()
         self._jobs = jobs or JobSettings()
         self._header = memoryview(bytearray(wire.header_size(page_size)))
         self._payload = memoryview(bytearray(self.method.slot_size(page_size)))
