@@ -49,7 +49,7 @@ Measured on 16 MiB of 4 KiB pages with the default mix: the data pages
 
 How it is made (fast, vectorised)
 ---------------------------------
-Seeded *pools* are built on first use: 4 MiB each of text-, code- and
+Seeded *pools* are built together on first use: 4 MiB each of text-, code- and
 heap-like bytes and of random bytes (~0.1 s per class).  A pool is made of 64 KiB segments of
 different styles and densities, so page-sized windows from different offsets
 compress differently.  Each data page is a page-sized window of its class's
@@ -84,6 +84,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["PageMix", "PageCounts", "fill_guest_memory", "PrecopyRounds", "dirty_count"]
 
 _CLASSES = ("zero", "same_byte", "incompressible", "text", "code", "heap")
+_POOLED = tuple(i for i, name in enumerate(_CLASSES) if name not in ("zero", "same_byte"))
 _POOL_SIZE = 4 << 20
 _SEGMENT = 64 << 10
 _CHUNK_BYTES = 8 << 20  # bytes gathered per fancy-indexing step
@@ -522,10 +523,12 @@ def _heap_segment(rng: np.random.Generator, density: float) -> np.ndarray:
 
 
 class _Pools:
-    """Seeded byte pools per data class, each built on first use.
+    """Seeded byte pools of the data classes, all built on first use.
 
-    Every pool has its own random stream (seed, class), so a pool's bytes do
-    not depend on which other pools were built.
+    All at once, not one per class as needed: a run's memory then settles
+    after the first pages are written, instead of stepping up by a pool
+    whenever a later round's mix first draws another class.  Every pool has
+    its own random stream (seed, class), so its bytes are the same either way.
     """
 
     def __init__(self, seed: int) -> None:
@@ -533,8 +536,9 @@ class _Pools:
         self._pools: dict[int, np.ndarray] = {}
 
     def pool(self, cls: int) -> np.ndarray:
-        if cls not in self._pools:
-            self._pools[cls] = self._build(cls, _rng(_TAG_POOLS, self.seed, cls))
+        if not self._pools:
+            for c in _POOLED:
+                self._pools[c] = self._build(c, _rng(_TAG_POOLS, self.seed, c))
         return self._pools[cls]
 
     @staticmethod
