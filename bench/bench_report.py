@@ -15,7 +15,7 @@ from typing import Any
 from timing import Timing
 
 from engine.batch import engine_version
-from engine.report_schema import envelope, machine_facts, now, write_report
+from engine.report.schema import envelope, machine_facts, now, write_report
 
 
 def add_argument(parser: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from engine.batch import Engine
 from engine.channels import MemoryChannel
 from engine.config import Config
-from engine.migration import send_migration
+from engine.net.migration import send_migration
 
 ROOT = Path(__file__).resolve().parent.parent
 

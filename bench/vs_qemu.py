@@ -53,7 +53,7 @@ from engine.batch import Engine
 from engine.config import Config
 from engine.ram import RamBlock
 from engine.receiver import Receiver
-from engine.transport import TcpSink, TcpSource
+from engine.net.transport import TcpSink, TcpSource
 from workers import codec
 
 QEMU_METHODS = ("none", "zlib", "zstd", "qpl")

@@ -37,7 +37,7 @@ def __getattr__(name: str):
         from engine.receiver import Receiver
         return Receiver
     if name == "Report":
-        from engine.report import Report
+        from engine.report.run import Report
         return Report
     if name in ("Config", "load_config"):
         from engine import config

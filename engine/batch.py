@@ -24,8 +24,8 @@ from engine.coordinator import Coordinator, CoordinatorSettings
 from engine.devices import receive_jobs, send_jobs
 from engine.ram import RamBlock
 from engine.receiver import Receiver
-from engine.report import Report, RoundReport
-from engine.report_schema import machine_facts
+from engine.report.run import Report, RoundReport
+from engine.report.schema import machine_facts
 from engine.workloads import PrecopyRounds, fill_guest_memory
 from workers import codec
 

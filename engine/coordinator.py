@@ -51,9 +51,9 @@ from multiprocess import connection
 
 from engine import errors, methods, wire
 from engine.channels import ChannelSink
-from engine.page_sizes import STATS_KEY, PageSizeHistogram
+from engine.report.page_sizes import STATS_KEY, PageSizeHistogram
 from engine.ram import RamBlock, SharedSegment
-from engine.timeline import PacketTimeline
+from engine.report.timeline import PacketTimeline
 from workers import worker as worker_main
 from workers.jobs import JobSettings
 from workers.messages import Bye, Failure, MessageError, Ready, Result, Shutdown, Task, unpack

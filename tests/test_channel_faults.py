@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from engine import Engine, Receiver, errors
-from engine.bounded_channel import BoundedChannel
-from engine.channel_faults import DamagingSink, PacketDamage, SlowSource, StoppingSource
+from engine.stress.bounded_channel import BoundedChannel
+from engine.stress.channel_faults import DamagingSink, PacketDamage, SlowSource, StoppingSource
 from engine.channels import MemoryChannel
 from engine.config import Config
 from engine.ram import RamBlock

@@ -10,7 +10,7 @@ import pytest
 
 from engine.config import Config, load_config
 from engine.errors import ConfigError
-from engine.report_schema import COMMON, KINDS
+from engine.report.schema import COMMON, KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

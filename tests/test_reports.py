@@ -16,11 +16,11 @@ from engine.batch import run_batch
 from engine.cli import EXIT_INPUT, EXIT_OK, EXIT_USAGE, main
 from engine.commands.progress import ProgressLine
 from engine.config import Config
-from engine.migration import ReceiveReport
-from engine.page_sizes import BUCKETS, histogram_counts, packet_histogram
-from engine.report import Report
-from engine.report_schema import SCHEMA, SCHEMA_VERSION, load_report, validate
-from engine.timeline import FIELDS, PacketTimeline
+from engine.net.migration import ReceiveReport
+from engine.report.page_sizes import BUCKETS, histogram_counts, packet_histogram
+from engine.report.run import Report
+from engine.report.schema import SCHEMA, SCHEMA_VERSION, load_report, validate
+from engine.report.timeline import FIELDS, PacketTimeline
 
 
 def small_config(**migration) -> Config:
@@ -191,7 +191,7 @@ def test_report_command_rejects_a_file_that_is_not_a_report(tmp_path, capsys):
 
 def test_plot_without_matplotlib_is_a_clear_hint(report_files, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)     # import matplotlib now fails
-    monkeypatch.delitem(sys.modules, "engine.report_plot", raising=False)
+    monkeypatch.delitem(sys.modules, "engine.report.plot", raising=False)
     assert main(["report", report_files[0], "--plot", str(tmp_path / "x.png")]) == EXIT_USAGE
     assert "pip install 'multifd-engine[plot]'" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()

@@ -122,7 +122,7 @@ def test_emulated_device_faults_are_survived_and_counted_alike_on_both_sides():
 
 
 def test_over_tcp_stalls_and_damage_are_caught_the_same_way():
-    """Data channels over loopback sockets (engine.transport): a receiver that
+    """Data channels over loopback sockets (engine.net.transport): a receiver that
     stops reading and damaged packets end as typed errors or verify findings."""
     cfg = config(stall=1.0, channels=1, transport="tcp", stop_reader_rate=1.0, corrupt_rate=1.0,
                  rounds_per_migration=1, methods=["none", "qpl"], page_sizes=[4096])

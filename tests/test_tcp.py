@@ -24,13 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from engine import control, errors, wire
+from engine import errors, wire
+from engine.net import control
 from engine.cli import EXIT_OK, EXIT_PEER, main
 from engine.config import Config, load_config
 from engine.inspection import inspect_channels
-from engine.migration import receive_migration, send_migration
+from engine.net.migration import receive_migration, send_migration
 from engine.ram import RamBlock
-from engine.transport import Address, Listener
+from engine.net.transport import Address, Listener
 from engine.workloads import fill_guest_memory
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from engine.cli import EXIT_OK, EXIT_VERIFY
-    from engine.migration import receive_migration
+    from engine.net.migration import receive_migration
 
     config = config_from(args)
     report = receive_migration(config, args.listen, record_dir=args.record,

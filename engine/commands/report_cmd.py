@@ -23,13 +23,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from engine.cli import EXIT_OK, EXIT_USAGE
-    from engine.report_schema import load_report
-    from engine.report_table import all_rows, format_comparison, format_details
+    from engine.report.schema import load_report
+    from engine.report.table import all_rows, format_comparison, format_details
 
     reports = [(path, load_report(path)) for path in args.reports]
     if args.plot:
         try:
-            from engine.report_plot import plot_reports
+            from engine.report.plot import plot_reports
         except ModuleNotFoundError as exc:
             if not (exc.name or "").startswith("matplotlib"):
                 raise

@@ -8,7 +8,7 @@ import sys
 from engine.commands import verbosity
 from engine.commands.config_argument import add_config_argument, config_from
 from engine.commands.progress import ProgressLine
-from engine.report import QUIET
+from engine.report.run import QUIET
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

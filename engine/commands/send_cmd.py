@@ -8,7 +8,7 @@ import sys
 from engine.commands import verbosity
 from engine.commands.progress import ProgressLine
 from engine.commands.config_argument import add_config_argument, config_from
-from engine.report import QUIET
+from engine.report.run import QUIET
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from engine.cli import EXIT_OK, EXIT_VERIFY
-    from engine.migration import send_migration
+    from engine.net.migration import send_migration
 
     config = config_from(args)
     progress = ProgressLine(sys.stderr, config.run.rounds, enabled=args.verbosity > QUIET)

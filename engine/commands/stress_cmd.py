@@ -9,7 +9,7 @@ from typing import TextIO
 
 from engine.commands import verbosity
 from engine.commands.config_argument import add_config_argument, config_from
-from engine.report import NORMAL, QUIET, VERBOSE
+from engine.report.run import NORMAL, QUIET, VERBOSE
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.report import NORMAL, QUIET, VERBOSE
+from engine.report.run import NORMAL, QUIET, VERBOSE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

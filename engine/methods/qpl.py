@@ -15,7 +15,7 @@ import numpy as np
 
 from engine import wire
 from engine.methods.payload_errors import wire_error
-from engine.page_sizes import STATS_KEY, packet_histogram
+from engine.report.page_sizes import STATS_KEY, packet_histogram
 from workers import codec
 from workers.jobs import PageJobs
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
-from engine import transport
-from engine.bounded_channel import BoundedChannel
-from engine.channel_faults import DamagingSink, SlowSource, StoppingSource
+from engine.net import transport
+from engine.stress.bounded_channel import BoundedChannel
+from engine.stress.channel_faults import DamagingSink, SlowSource, StoppingSource
 from engine.stress.plan import MigrationPlan
 
 TRANSPORTS = ("memory", "tcp")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from engine import methods, wire
-from engine.channel_faults import PacketDamage
+from engine.stress.channel_faults import PacketDamage
 from engine.config import Config
 from engine.workloads import PageMix
 from workers.workqueue import ACCELERATORS

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 from engine import methods, wire
-from engine.channel_faults import DAMAGE_KINDS
+from engine.stress.channel_faults import DAMAGE_KINDS
 from engine.errors import ConfigError
 from workers.workqueue import ACCELERATORS
 

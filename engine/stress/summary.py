@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.report_schema import SCHEMA_VERSION, envelope, machine_facts, now, write_report
+from engine.report.schema import SCHEMA_VERSION, envelope, machine_facts, now, write_report
 
 
 @dataclass
@@ -95,7 +95,7 @@ class StressSummary:
         return out
 
     def to_report(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The summary in the common report schema (kind "stress"; engine.report_schema)."""
+        """The summary in the common report schema (kind "stress"; engine.report.schema)."""
         from engine.batch import engine_version   # engine.batch imports much; only here
 
         out = envelope("stress", engine_version=engine_version(), created=self.created,

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from engine.report_table import Row, all_rows
+from engine.report.table import Row, all_rows
 
 _MB = 1e6
 _PHASE_LABELS = (("zero_ns", "zero-page scan (worker)", "#9aa5b1"),

@@ -14,8 +14,8 @@
       End (sha256 per block) ──────────────────►  its own digests
                           ◄─────────── Result ──  both ends report the verdict
 
-The data channels carry exactly QEMU's bytes (``engine.transport``); the
-control connection is ours (``engine.control``).  The same ``Engine`` and
+The data channels carry exactly QEMU's bytes (``engine.net.transport``); the
+control connection is ours (``engine.net.control``).  The same ``Engine`` and
 ``Receiver`` run as in a local batch; only the sinks and sources differ.
 
 Each side fails cleanly and promptly: every connect, read, write and
@@ -35,15 +35,16 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
-from engine import control, errors, methods, wire
+from engine import errors, methods, wire
+from engine.net import control
 from engine.batch import Engine, Progress, engine_version, make_source_block
 from engine.config import Config
-from engine.control import ControlChannel
+from engine.net.control import ControlChannel
 from engine.ram import RamBlock
 from engine.receiver import Receiver
-from engine.report import NORMAL, QUIET, VERBOSE, Report, RoundReport
-from engine.report_schema import envelope, machine_facts, now, write_report
-from engine.transport import Address, Listener, RecordingSource, TcpSink, TcpSource, connect
+from engine.report.run import NORMAL, QUIET, VERBOSE, Report, RoundReport
+from engine.report.schema import envelope, machine_facts, now, write_report
+from engine.net.transport import Address, Listener, RecordingSource, TcpSink, TcpSource, connect
 from engine.workloads import PrecopyRounds
 from workers import codec
 

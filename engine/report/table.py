@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.report import VERBOSE, Report
+from engine.report.run import VERBOSE, Report
 
 _MB = 1e6
 

@@ -3,7 +3,7 @@
 ``Report`` is plain data with a text form for the terminal
 (``format_text``, three levels of detail) and a JSON form of the common
 report schema (``to_dict`` / ``write_json``, kind ``"run"``; see
-``engine.report_schema``); ``from_dict`` reads that JSON back.
+``engine.report.schema``); ``from_dict`` reads that JSON back.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import textwrap
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from engine.report_schema import envelope, now, write_report
+from engine.report.schema import envelope, now, write_report
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 _MB = 1e6
