@@ -23,7 +23,7 @@ from engine.ram import RamBlock
 from engine.receiver import ChannelCounters, ChannelReader, PacketInfo
 from workers import codec
 
-_SCAN_PACKETS = 64
+_SKIP_CHUNK = 1 << 20
 
 
 @dataclass
@@ -60,44 +60,70 @@ class InspectResult:
         return self.mismatched_pages == 0
 
 
-def guess_stream(path: str | Path, page_size: int) -> StreamGuess:
-    """Method, QEMU generation and main block from a channel's first packets.
+def guess_stream(paths: str | Path | Sequence[str | Path], page_size: int) -> StreamGuess:
+    """Method, QEMU generation and main block from every packet header of ``paths``.
 
     Reads raw header fields without trusting them beyond this guess (the
-    real walk validates everything).  QEMU 7.2 gives itself away by stale
-    ``next_packet_size`` on page-less packets or SYNC on packets with pages;
-    zero pages inside packets mean 9.0 or later.
+    real walk validates everything), and skips payloads unread.  The
+    generation must not hinge on the first packets: a 7.2 channel may open
+    with page-less SYNCs that look like 10.0's.  Evidence, wherever it
+    appears: stale ``next_packet_size`` on a page-less packet or SYNC on a
+    packet with pages proves 7.2; zero pages inside packets prove 9.0 or
+    later.  Without either, both readings of the stream are the same, and
+    10.0's is taken.
     """
-    source = FileSource(path, 0)
-    method_flag, old, new, blocks = None, False, False, Counter()
-    header = memoryview(bytearray(wire.header_size(page_size)))
-    try:
-        if source.readinto(memoryview(bytearray(wire.INIT_PACKET_SIZE))) < wire.INIT_PACKET_SIZE:
-            return StreamGuess(None, "10.0", None)
-        for _ in range(_SCAN_PACKETS):
-            if source.readinto(header) < len(header):
-                break
-            flags, _alloc, normal, size, _num, zero = struct.unpack_from(">IIIIQI", header, 8)
-            if normal + zero:
-                method_flag = flags & wire.METHOD_BITS if method_flag is None else method_flag
-                name = bytes(header[64:320]).split(b"\0", 1)[0].decode("utf-8", "replace")
-                blocks[name] += normal + zero
-                old |= bool(flags & wire.FLAG_SYNC)
-            else:
-                old |= size != 0
-            new |= zero > 0
-            if not normal:
-                continue
-            if size > 4 * (1 << 20):
-                break
-            if source.readinto(memoryview(bytearray(size))) < size:
-                break
-    finally:
-        source.close()
-    method = methods.by_flag(method_flag) if method_flag is not None else None
-    version = "7.2" if old and not new else "10.0"
-    block = blocks.most_common(1)[0][0] if blocks else None
+    scan = _StreamScan()
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        scan.walk(path, page_size)
+    method = methods.by_flag(scan.method_flag) if scan.method_flag is not None else None
+    version = "7.2" if scan.old and not scan.new else "10.0"
+    block = scan.blocks.most_common(1)[0][0] if scan.blocks else None
     return StreamGuess(method.name if method else None, version, block)
+
+
+@dataclass
+class _StreamScan:
+    method_flag: int | None = None
+    old: bool = False
+    new: bool = False
+    blocks: Counter = field(default_factory=Counter)
+
+    def walk(self, path: str | Path, page_size: int) -> None:
+        source = FileSource(path, 0)
+        header = memoryview(bytearray(wire.header_size(page_size)))
+        scratch = memoryview(bytearray(_SKIP_CHUNK))
+        try:
+            if source.readinto(memoryview(bytearray(wire.INIT_PACKET_SIZE))) < wire.INIT_PACKET_SIZE:
+                return
+            while source.readinto(header) == len(header):
+                normal = self._note(header)
+                if normal and not _skip(source, struct.unpack_from(">I", header, 20)[0], scratch):
+                    return
+        finally:
+            source.close()
+
+    def _note(self, header: memoryview) -> int:
+        flags, _alloc, normal, size, _num, zero = struct.unpack_from(">IIIIQI", header, 8)
+        if normal + zero:
+            if self.method_flag is None:
+                self.method_flag = flags & wire.METHOD_BITS
+            name = bytes(header[64:320]).split(b"\0", 1)[0].decode("utf-8", "replace")
+            self.blocks[name] += normal + zero
+            self.old |= normal > 0 and bool(flags & wire.FLAG_SYNC)
+        else:
+            self.old |= size != 0
+        self.new |= zero > 0
+        return normal
+
+
+def _skip(source: FileSource, size: int, scratch: memoryview) -> bool:
+    """Read past ``size`` payload bytes; False at the end of the file."""
+    while size:
+        n = min(size, len(scratch))
+        if source.readinto(scratch[:n]) < n:
+            return False
+        size -= n
+    return True
 
 
 def inspect_channels(paths: Sequence[str | Path], *, page_size: int = 4096,
@@ -106,7 +132,7 @@ def inspect_channels(paths: Sequence[str | Path], *, page_size: int = 4096,
                      on_packet: Callable[[ChannelSummary, PacketInfo], None] | None = None,
                      ) -> InspectResult:
     """Walk every packet of ``paths``; with ``image``, check ``block``'s pages against it."""
-    guess = guess_stream(paths[0], page_size)
+    guess = guess_stream(paths, page_size)
     method = method or guess.method
     if method is None:
         flag_hint = "no packet with pages in its first packets"
