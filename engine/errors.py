@@ -25,7 +25,14 @@ class ConfigError(EngineError):
 
 
 class CodecError(EngineError):
-    """The native codec failed in a way that is not about untrusted input."""
+    """The native codec failed in a way that is not about untrusted input.
+
+    ``status`` is the native status code (``MFD_*``) when there is one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class WireError(EngineError):
