@@ -4,7 +4,8 @@
  * One page in, one complete raw-DEFLATE stream out (and back).  Which
  * library runs is fixed at build time, per direction: build_native.py
  * compiles exactly one deflate_<library>.c (isal, libdeflate, zlib) and
- * one inflate_<library>.c, each implementing its half of this header.
+ * one inflate_<library>.c, each implementing its half of the library
+ * section below; deflate_backend.c checks the arguments for all of them.
  *
  * Every page is its own stream, as QEMU's multifd-qpl sends it, so the
  * cost that matters is per stream: all state is allocated once per
@@ -58,17 +59,16 @@ int mfd_inflater_page(mfd_inflater *f, const uint8_t *in, uint32_t in_len,
 const char *mfd_deflater_library(void);
 const char *mfd_inflater_library(void);
 
-/* the checks every mfd_deflater_page / mfd_inflater_page does first */
-static inline int mfd_deflate_args_ok(const void *d, const uint8_t *in, uint32_t in_len,
-                                      const uint8_t *out, uint32_t cap, const uint32_t *out_len)
-{
-    return d && in && out && out_len && in_len != 0 && cap != 0;
-}
-
-static inline int mfd_inflate_args_ok(const void *f, const uint8_t *in, uint32_t in_len,
-                                      const uint8_t *out, uint32_t page_size)
-{
-    return f && in && out && in_len != 0 && page_size != 0;
-}
+/*
+ * What each library file implements.  deflate_backend.c calls these with
+ * checked arguments only: a setting of MFD_BACKEND_*, window_bits 9..15,
+ * non-NULL buffers, in_len, cap and page_size above 0; *out_len and
+ * *produced start at 0.
+ */
+mfd_deflater *mfd_library_deflater_new(int setting, int window_bits);
+int mfd_library_deflate_page(mfd_deflater *d, const uint8_t *in, uint32_t in_len,
+                             uint8_t *out, uint32_t cap, uint32_t *out_len);
+int mfd_library_inflate_page(mfd_inflater *f, const uint8_t *in, uint32_t in_len,
+                             uint8_t *out, uint32_t page_size, uint32_t *produced);
 
 #endif

@@ -15,12 +15,8 @@ const char *mfd_deflater_library(void)
     return "zlib " ZLIB_VERSION;
 }
 
-mfd_deflater *mfd_deflater_new(int setting, int window_bits)
+mfd_deflater *mfd_library_deflater_new(int setting, int window_bits)
 {
-    if (setting != MFD_BACKEND_FAST && setting != MFD_BACKEND_BALANCED)
-        return NULL;
-    if (window_bits < 9 || window_bits > 15)
-        return NULL;
     mfd_deflater *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
@@ -39,11 +35,8 @@ void mfd_deflater_free(mfd_deflater *d)
     free(d);
 }
 
-int mfd_deflater_page(mfd_deflater *d, const uint8_t *in, uint32_t in_len,
-                      uint8_t *out, uint32_t cap, uint32_t *out_len)
+int mfd_library_deflate_page(mfd_deflater *d, const uint8_t *in, uint32_t in_len,
+                             uint8_t *out, uint32_t cap, uint32_t *out_len)
 {
-    if (!mfd_deflate_args_ok(d, in, in_len, out, cap, out_len))
-        return MFD_E_PARAM;
-    *out_len = 0;
     return zlib_raw_deflate_page(&d->z, in, in_len, out, cap, out_len);
 }

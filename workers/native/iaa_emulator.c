@@ -31,12 +31,12 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "status.h"
 #include "pagecodec.h"
 #include "iaa_emulator.h"
 #include "strict_inflate.h"
+#include "zlib_raw.h"
 
 #define EMU_MAGIC 0x4d46442d49414145ull     /* "MFD-IAAE" */
 #define EMU_VERSION 1
@@ -303,19 +303,8 @@ static uint8_t *resolve(struct mfd_emu_device *dev, uint32_t seg, uint64_t off, 
 static int emu_compress(struct emu_engine *e, const uint8_t *in, uint32_t in_len,
                         uint8_t *out, uint32_t cap, uint32_t *out_len)
 {
-    z_stream *z = &e->def;
-    if (deflateReset(z) != Z_OK)
-        return MFD_E_HW;
-    z->next_in = (uint8_t *)in;
-    z->avail_in = in_len;
-    z->next_out = out;
-    z->avail_out = cap;
-    int ret = deflate(z, Z_FINISH);
-    if (ret == Z_STREAM_END) {
-        *out_len = cap - z->avail_out;
-        return MFD_OK;
-    }
-    return ret == Z_OK || ret == Z_BUF_ERROR ? MFD_MORE_OUTPUT : MFD_E_HW;
+    int status = zlib_raw_deflate_page(&e->def, in, in_len, out, cap, out_len);
+    return status == MFD_E_DEFLATE ? MFD_E_HW : status;     /* the device's job failed */
 }
 
 /* IAA's inflater has a 4 KiB history: farther distances are an error */
@@ -447,8 +436,8 @@ static void *engine_main(void *arg)
 static int engine_init(struct emu_engine *e, struct mfd_emu_device *dev)
 {
     e->dev = dev;
-    /* fixed Huffman, as IAA by default; window 12 = 4 KiB of history */
-    if (deflateInit2(&e->def, 1, Z_DEFLATED, -12, 8, Z_FIXED) != Z_OK)
+    /* fixed Huffman (fast), as IAA by default; window 12 = 4 KiB of history */
+    if (!zlib_raw_deflate_init(&e->def, MFD_BACKEND_FAST, 12))
         return 0;
     if (inflateInit2(&e->inf, -12) != Z_OK) {
         deflateEnd(&e->def);

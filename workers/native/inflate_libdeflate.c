@@ -39,15 +39,9 @@ void mfd_inflater_free(mfd_inflater *f)
     free(f);
 }
 
-int mfd_inflater_page(mfd_inflater *f, const uint8_t *in, uint32_t in_len,
-                      uint8_t *out, uint32_t page_size, uint32_t *produced)
+int mfd_library_inflate_page(mfd_inflater *f, const uint8_t *in, uint32_t in_len,
+                             uint8_t *out, uint32_t page_size, uint32_t *produced)
 {
-    uint32_t scratch;
-    if (!produced)
-        produced = &scratch;
-    *produced = 0;
-    if (!mfd_inflate_args_ok(f, in, in_len, out, page_size))
-        return MFD_E_PARAM;
     size_t used = 0, made = 0;
     enum libdeflate_result r = libdeflate_deflate_decompress_ex(
         f->ld, in, in_len, out, page_size, &used, &made);
