@@ -31,6 +31,9 @@ ROOT = os.path.dirname(os.path.dirname(NATIVE_DIR))
 # sources; the software codec's two files are chosen below
 MODULES = ["status", "pagecodec", "zstream", "rawloop", "strict_inflate", "iaa_emulator",
            "qpl_shim"]
+# C files of the extension behind those headers, not in the cdef
+INTERNAL_SOURCES = [os.path.join(NATIVE_DIR, f"{name}.c") for name in
+                    ("emu_control", "emu_ring", "emu_client")]
 # an include guard's three lines: cffi's cdef parses no conditionals
 _GUARD = re.compile(r"^#(ifndef|define) MFD_\w+_H$|^#endif$", re.MULTILINE)
 
@@ -129,7 +132,7 @@ ffibuilder.set_source(
     "workers._native",
     "#include <stdint.h>\n" + "".join(f"#include \"{m}.h\"\n" for m in MODULES),
     sources=[_rel(os.path.join(NATIVE_DIR, f"{m}.c")) for m in MODULES]
-    + [_rel(path) for path in CODEC_SOURCES],
+    + [_rel(path) for path in INTERNAL_SOURCES + CODEC_SOURCES],
     include_dirs=[NATIVE_DIR],
     libraries=CODEC_LIBS + ["z", "dl", "pthread"],  # dl: libqpl is loaded at run time
     define_macros=[("MFD_PACKAGE_VERSION", _c_string(_package_version()))],
