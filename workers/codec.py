@@ -86,9 +86,9 @@ def _settings_mismatches() -> list[str]:
     return out
 
 
-if _settings_mismatches():
+if _mismatches := _settings_mismatches():
     raise ImportError("workers.settings does not match the C headers of workers._native: "
-                      + "; ".join(_settings_mismatches()))
+                      + "; ".join(_mismatches))
 
 
 # ---------------------------------------------------------------------------

@@ -20,10 +20,10 @@ from engine.report.page_sizes import STATS_KEY, packet_histogram
 
 class _State:
     def __init__(self, params: Any) -> None:
-        self.channel = params.channel
-        self.page_size = params.page_size
         from workers.jobs import PageJobs  # the native build: only where a hook runs it
 
+        self.channel = params.channel
+        self.page_size = params.page_size
         self.jobs = PageJobs(params.page_count, params.jobs)
 
 
