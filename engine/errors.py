@@ -35,6 +35,15 @@ class CodecError(EngineError):
         self.status = status
 
 
+class NativeBuildError(EngineError, ImportError):
+    """The native extension ``workers._native`` cannot serve this checkout.
+
+    It is not built, built for another Python or another version of the
+    package, or its C constants disagree with ``workers.settings``.  An
+    ``ImportError`` too: it is raised while ``workers.codec`` is imported.
+    """
+
+
 class WireError(EngineError):
     """Untrusted channel bytes were malformed.
 

@@ -59,14 +59,29 @@ def report_path(tmp_path_factory) -> str:
     return str(path)
 
 
-def test_config_and_report_command_run_without_the_extension(report_path, tmp_path):
+def blocked_env(tmp_path) -> dict[str, str]:
+    """The environment of a subprocess that cannot import workers._native."""
     (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    path = [str(tmp_path), os.environ.get("PYTHONPATH", "")]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)))
+
+
+def test_config_and_report_command_run_without_the_extension(report_path, tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('[migration]\nmethod = "zstd"\naccelerator = "emulated"\n'
                       'compression = "fast"\nbusy_policy = "retry"\n\n[emulator.faults]\nseed = 7\n')
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path),
-                                                                    os.environ.get("PYTHONPATH")])))
     result = subprocess.run([sys.executable, "-c", SCRIPT, report_path, str(config)],
-                            capture_output=True, text=True, env=env, timeout=120)
+                            capture_output=True, text=True, env=blocked_env(tmp_path), timeout=120)
     assert result.returncode == 0, result.stderr
     assert "run report" in result.stdout and "zstd" in result.stdout
+
+
+def test_a_command_that_needs_the_extension_says_so_in_one_line(tmp_path):
+    script = "import sys; from engine.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", script, "inspect", str(tmp_path / "ch0.bin")],
+                            capture_output=True, text=True, env=blocked_env(tmp_path),
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode == 4, result.stderr          # EXIT_ENGINE
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("engine failed: NativeBuildError: "), lines
+    assert "workers._native" in lines[0] and "pip install -e ." in lines[0]

@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import AcceleratorError, CodecError
+from engine.errors import AcceleratorError, CodecError, NativeBuildError
 from workers.settings import (BUSY_POLICIES, COMPRESSION_SETTINGS, EmulatorSettings,
                               FaultSettings)
 
 try:
     from workers._native import ffi, lib
 except ImportError as exc:  # not built, or built for another Python
-    raise ImportError(
+    raise NativeBuildError(
         "the native page codec workers._native cannot be imported "
         f"({exc}); build it with `pip install -e .` from the repository root"
     ) from exc
@@ -58,7 +58,7 @@ def _expected_version() -> str:
 _BUILT_VERSION = ffi.string(lib.mfd_package_version()).decode("ascii", "replace")
 _PACKAGE_VERSION = _expected_version()
 if _BUILT_VERSION != _PACKAGE_VERSION:
-    raise ImportError(
+    raise NativeBuildError(
         f"workers._native was built for multifd-engine {_BUILT_VERSION!r} but the "
         f"package is {_PACKAGE_VERSION!r}: a stale in-tree build of the native codec "
         f"({getattr(lib, '__file__', 'workers/_native*.so')}); rebuild it with "
@@ -87,7 +87,7 @@ def _settings_mismatches() -> list[str]:
 
 
 if _mismatches := _settings_mismatches():
-    raise ImportError("workers.settings does not match the C headers of workers._native: "
+    raise NativeBuildError("workers.settings does not match the C headers of workers._native: "
                       + "; ".join(_mismatches))
 
 
@@ -395,7 +395,7 @@ class PacketStats:
 
 _STATS_FIELDS = tuple(f.name for f in dataclasses.fields(PacketStats))
 if _STATS_FIELDS != tuple(name for name, _ in ffi.typeof("mfd_packet_stats").fields):
-    raise ImportError("PacketStats does not match mfd_packet_stats in pagecodec.h")
+    raise NativeBuildError("PacketStats does not match mfd_packet_stats in pagecodec.h")
 
 def qpl_send_packet(jobs: JobArray, wq: Any, fallback: Any, *, max_retries: int,
                     busy_policy: str, block: Any, page_size: int, pages: np.ndarray,
