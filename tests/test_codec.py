@@ -557,7 +557,9 @@ def test_hardware_more_output_is_raw_not_error(rng, sw):
 
 
 def _import_codec_with(prelude: str) -> subprocess.CompletedProcess:
-    code = prelude + "\nimport workers.codec\n"
+    # NativeBuildError is an ImportError: an importer can catch it as one
+    code = (prelude + "\ntry:\n    import workers.codec\nexcept ImportError as exc:\n"
+            "    raise SystemExit(f'ImportError ({type(exc).__name__}): {exc}')\n")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=pathlib.Path(__file__).resolve().parent.parent)
 
