@@ -19,10 +19,8 @@ from engine import methods, wire
 from engine.errors import ConfigError
 from engine.stress.settings import StressSettings
 from engine.workloads import PageMix
-from workers.codec import COMPRESSION_SETTINGS
-from workers.jobs import BUSY_POLICIES, JobSettings
-from workers.workqueue import ACCELERATORS
-from workers.workqueue.emulated import EmulatorSettings, FaultSettings
+from workers.settings import (ACCELERATORS, BUSY_POLICIES, COMPRESSION_SETTINGS, EmulatorSettings,
+                              FaultSettings, JobSettings)
 
 SOURCES = ("synthetic", "image")
 SINKS = ("memory", "file", "null")
@@ -284,7 +282,7 @@ def _validate(c: Config) -> None:
         raise ConfigError("migration.method", f"QEMU {m.qemu_version} does not know method "
                           f"{m.method!r} (its receiver would reject the flag)")
     _choice("migration.accelerator", m.accelerator, ACCELERATORS)
-    _choice("migration.busy_policy", m.busy_policy, BUSY_POLICIES)
+    _choice("migration.busy_policy", m.busy_policy, tuple(BUSY_POLICIES))
     _validate_emulator(c.emulator)
     _choice("migration.compression", m.compression, tuple(COMPRESSION_SETTINGS))
     if not 0 <= m.max_submit_retries <= 1_000_000:

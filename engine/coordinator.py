@@ -55,7 +55,7 @@ from engine.report.page_sizes import STATS_KEY, PageSizeHistogram
 from engine.ram import RamBlock, SharedSegment
 from engine.report.timeline import PacketTimeline
 from workers import worker as worker_main
-from workers.jobs import JobSettings
+from workers.settings import JobSettings
 from workers.messages import Bye, Failure, MessageError, Ready, Result, Shutdown, Task, unpack
 
 _MP = multiprocess.get_context("spawn")

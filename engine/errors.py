@@ -25,7 +25,23 @@ class ConfigError(EngineError):
 
 
 class CodecError(EngineError):
-    """The native codec failed in a way that is not about untrusted input."""
+    """The native codec failed in a way that is not about untrusted input.
+
+    ``status`` is the native status code (``MFD_*``) when there is one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NativeBuildError(EngineError, ImportError):
+    """The native extension ``workers._native`` cannot serve this checkout.
+
+    It is not built, built for another Python or another version of the
+    package, or its C constants disagree with ``workers.settings``.  An
+    ``ImportError`` too: it is raised while ``workers.codec`` is imported.
+    """
 
 
 class WireError(EngineError):

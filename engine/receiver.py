@@ -33,7 +33,7 @@ from engine.channels import ChannelSource
 from engine.methods import MethodParams
 from engine.ram import RamBlock
 from workers import codec
-from workers.jobs import JobSettings
+from workers.settings import JobSettings
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from engine import methods
 from engine.methods import MethodParams
 from engine.ram import RamBlock, RamBlockSpec, SharedSegment
 from workers import codec
-from workers.jobs import JobSettings
+from workers.settings import JobSettings
 from workers.messages import Bye, Failure, Ready, Result, Shutdown, Task, unpack
 
 

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from engine import wire
-from workers.jobs import JobSettings
+from workers.settings import JobSettings
 
 
 @dataclass(frozen=True)

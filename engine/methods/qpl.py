@@ -16,12 +16,12 @@ import numpy as np
 from engine import wire
 from engine.methods.payload_errors import wire_error
 from engine.report.page_sizes import STATS_KEY, packet_histogram
-from workers import codec
-from workers.jobs import PageJobs
 
 
 class _State:
     def __init__(self, params: Any) -> None:
+        from workers.jobs import PageJobs  # the native build: only where a hook runs it
+
         self.channel = params.channel
         self.page_size = params.page_size
         self.jobs = PageJobs(params.page_count, params.jobs)
@@ -58,9 +58,11 @@ class Qpl:
         return _State(params)
 
     def recv(self, state: _State, header: wire.PacketHeader, payload: memoryview, block: Any) -> None:
+        from workers.codec import PayloadRejected
+
         try:
             state.jobs.decompress(payload, header.normal, block.buf, state.page_size)
-        except codec.PayloadRejected as exc:
+        except PayloadRejected as exc:
             raise wire_error(exc, state.channel, header, state.page_size) from None
 
     def recv_cleanup(self, state: _State) -> None:

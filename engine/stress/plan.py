@@ -17,7 +17,7 @@ from engine import methods, wire
 from engine.stress.channel_faults import PacketDamage
 from engine.config import Config
 from engine.workloads import PageMix
-from workers.workqueue import ACCELERATORS
+from workers.settings import ACCELERATORS
 
 _TAG_MIGRATION = 0x57E5
 _TAG_ROUND = 0x57E6

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from engine import methods, wire
 from engine.stress.channel_faults import DAMAGE_KINDS
 from engine.errors import ConfigError
-from workers.workqueue import ACCELERATORS
+from workers.settings import ACCELERATORS
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 _SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600}
