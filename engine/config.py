@@ -9,7 +9,6 @@ key (``section.key``) and say what is allowed.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from engine import methods, wire
 from engine.errors import ConfigError
 from engine.stress.settings import StressSettings
+from engine.units import parse_size
 from engine.workloads import PageMix
 from workers.codec import COMPRESSION_SETTINGS
 from workers.jobs import BUSY_POLICIES, JobSettings
@@ -26,9 +26,6 @@ from workers.workqueue.emulated import EmulatorSettings, FaultSettings
 
 SOURCES = ("synthetic", "image")
 SINKS = ("memory", "file", "null")
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|K|M|G)?\s*$")
-_UNITS = {None: 1, "B": 1, "K": 1 << 10, "KiB": 1 << 10, "M": 1 << 20, "MiB": 1 << 20,
-          "G": 1 << 30, "GiB": 1 << 30}
 
 
 @dataclass(frozen=True)
@@ -149,16 +146,6 @@ def load_config(path: str | os.PathLike | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
     return Config.from_dict(data)
-
-
-def parse_size(key: str, value: Any) -> int:
-    """Bytes from an int or a string like "256MiB"."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = _SIZE.match(value) if isinstance(value, str) else None
-    if not match:
-        raise ConfigError(key, f"{value!r} is not a size (bytes, or e.g. \"64MiB\", \"1GiB\")")
-    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 def _no_unknown(section: str, data: Any, allowed: set[str]) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Config, load_config, parse_size
+from engine.config import Config, load_config
+from engine.units import parse_size
 from engine.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,8 @@ import pytest
 
 from engine import errors, wire
 from engine.batch import run_batch
-from engine.cli import EXIT_INPUT, EXIT_OK, EXIT_USAGE, main
+from engine.cli import main
+from engine.exit_codes import EXIT_INPUT, EXIT_OK, EXIT_USAGE
 from engine.commands.progress import ProgressLine
 from engine.config import Config
 from engine.net.migration import ReceiveReport

@@ -13,6 +13,7 @@ import argparse
 from dataclasses import dataclass
 
 from engine.commands.config_argument import add_config_argument, config_from, config_path
+from engine.exit_codes import EXIT_OK, EXIT_USAGE
 from workers.workqueue.discovery import DEV_ROOT, SYSFS_ROOT, Topology, discover
 
 
@@ -86,7 +87,6 @@ def _device_lines(topology: Topology) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     from engine import methods
     from engine.batch import engine_version
-    from engine.cli import EXIT_OK, EXIT_USAGE
     from engine.devices import uses_work_queue
     from workers import codec
 
