@@ -73,8 +73,8 @@ class MigrationSettings:
 
     @property
     def method_level(self) -> int | None:
-        """The level of the chosen stream method (zlib, zstd); None for the others."""
-        return {"zlib": self.zlib_level, "zstd": self.zstd_level}.get(self.method)
+        """``<method>_level`` of a method with levels; None for the others."""
+        return level_of(self, methods.get(self.method))
 
     @property
     def jobs(self) -> JobSettings:
@@ -132,6 +132,13 @@ class Config:
         out["workload"]["mix"] = dict(self.workload.mix.__dict__)
         out["emulator"]["faults"] = dict(self.emulator.faults.__dict__)
         return out
+
+
+def level_of(m: MigrationSettings, method: methods.Method) -> int | None:
+    """``migration.<name>_level`` for a method with levels (QEMU's multifd-<name>-level)."""
+    if method.levels is None:
+        return None
+    return getattr(m, f"{method.name}_level")
 
 
 def load_config(path: str | os.PathLike | None) -> Config:
@@ -276,10 +283,12 @@ def _validate(c: Config) -> None:
     _choice("migration.compression", m.compression, tuple(COMPRESSION_SETTINGS))
     if not 0 <= m.max_submit_retries <= 1_000_000:
         raise ConfigError("migration.max_submit_retries", f"must be 0..1000000, got {m.max_submit_retries}")
-    for key, levels in (("zlib_level", range(0, 10)), ("zstd_level", range(0, 21))):
-        if getattr(m, key) not in levels:
-            raise ConfigError(f"migration.{key}", f"must be {levels.start}..{levels.stop - 1} "
-                              f"(as QEMU's multifd-{key.replace('_', '-')}), got {getattr(m, key)}")
+    for method in map(methods.get, methods.names()):
+        level = level_of(m, method)
+        if method.levels is not None and level not in method.levels:
+            levels = method.levels
+            raise ConfigError(f"migration.{method.name}_level", f"must be {levels.start}.."
+                              f"{levels.stop - 1} (as QEMU's multifd-{method.name}-level), got {level}")
     for key in ("connect_timeout", "accept_timeout", "stall_timeout"):
         if not 0 < getattr(c.transport, key) <= 86400:
             raise ConfigError(f"transport.{key}", f"must be seconds in (0, 86400], "

@@ -110,10 +110,8 @@ def main(args: argparse.Namespace) -> int:
         if uses_work_queue(name):
             way, why = qpl_path(m.accelerator, qpl, topology)
             failed |= way == "error"
-        elif name == "none":
-            way, why = "copy", "no compression: pages are copied"
         else:
-            way, why = "software", "one compression stream per channel on the CPU"
+            way, why = methods.get(name).cpu_path
         lines.append(f"  {name:<5} {way:<9} {why}")
     print("\n".join(lines))
     return EXIT_USAGE if failed else EXIT_OK

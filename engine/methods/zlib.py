@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from engine import wire
+from engine.methods import Method
 from engine.methods.payload_errors import wire_error
 from workers import codec
 
@@ -41,7 +42,7 @@ class _State:
         self.stream = stream
 
 
-class Zlib:
+class Zlib(Method):
     name = "zlib"
     flag = wire.FLAG_ZLIB
     default_level = 1

@@ -25,6 +25,7 @@ import numpy as np
 import zstandard
 
 from engine import errors, wire
+from engine.methods import Method
 from engine.methods.payload_errors import wire_error
 from workers import codec
 
@@ -83,7 +84,7 @@ class _RecvState:
             self.stage, write_size=params.page_count * params.page_size + 1)
 
 
-class Zstd:
+class Zstd(Method):
     name = "zstd"
     flag = wire.FLAG_ZSTD
     default_level = 1
