@@ -661,10 +661,6 @@ class PrecopyRounds:
         self._next = 0
         self._pools: _Pools | None = None
 
-    @property
-    def next_round(self) -> int:
-        return self._next
-
     def batch(self, round_index: int) -> np.ndarray:
         """Sorted unique uint64 page indices of round ``round_index``'s dirty batch."""
         if isinstance(round_index, bool) or not isinstance(round_index, (int, np.integer)):
