@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except errors.ConfigError as exc:
+    except (errors.ConfigError, errors.RamBlockError, errors.ImageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (errors.TransportError, errors.ChannelStalled) as exc:
