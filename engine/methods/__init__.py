@@ -58,11 +58,17 @@ Attributes every method has (``Method`` gives the defaults):
 ``cpu_path``
     ``(path, reason)`` doctor shows for a method without a work queue.
 
-Registration is explicit and refuses a duplicate name or flag.
+Adding a method is one new module here (plus its C loop): the module
+subclasses ``Method`` and ends with ``register(TheMethod())``, as each of
+QEMU's multifd-*.c files registers its ops; importing ``engine.methods``
+imports every module of the package.  Registration refuses a duplicate
+name or flag.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,7 +160,8 @@ def get(name: str) -> Method:
 
 
 def names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    """Every method, in flag order (QEMU's MultiFDCompression order)."""
+    return tuple(sorted(_REGISTRY, key=lambda name: _REGISTRY[name].flag))
 
 
 def by_flag(flag: int) -> Method | None:
@@ -162,10 +169,10 @@ def by_flag(flag: int) -> Method | None:
     return next((m for m in _REGISTRY.values() if m.flag == flag), None)
 
 
-from engine.methods import nocomp as _nocomp, qpl as _qpl  # noqa: E402
-from engine.methods import zlib as _zlib, zstd as _zstd  # noqa: E402
+def _load_every_method() -> None:
+    """Import every module of this package; a method's module registers it on import."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
-register(_nocomp.NOCOMP)
-register(_zlib.ZLIB)
-register(_zstd.ZSTD)
-register(_qpl.QPL)
+
+_load_every_method()

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from engine import errors, wire
-from engine.methods import Method
+from engine.methods import Method, register
 from engine.methods.payload_errors import wire_error
 from workers import codec
 
@@ -55,4 +55,4 @@ class NoComp(Method):
         pass
 
 
-NOCOMP = NoComp()
+register(NoComp())

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from engine import wire
-from engine.methods import Method
+from engine.methods import Method, register
 from engine.methods.payload_errors import wire_error
 from workers import codec
 from workers.jobs import PageJobs
@@ -72,4 +72,4 @@ class Qpl(Method):
         state.jobs.close()
 
 
-QPL = Qpl()
+register(Qpl())

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from engine import wire
-from engine.methods import Method
+from engine.methods import Method, register
 from engine.methods.payload_errors import wire_error
 from workers import codec
 
@@ -82,4 +82,4 @@ class Zlib(Method):
         state.stream.close()
 
 
-ZLIB = Zlib()
+register(Zlib())

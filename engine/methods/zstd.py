@@ -26,7 +26,7 @@ import numpy as np
 import zstandard
 
 from engine import errors, wire
-from engine.methods import Method
+from engine.methods import Method, register
 from engine.methods.payload_errors import wire_error
 from workers import codec
 
@@ -159,4 +159,4 @@ class Zstd(Method):
         state.stream = None
 
 
-ZSTD = Zstd()
+register(Zstd())
