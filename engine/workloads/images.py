@@ -36,15 +36,7 @@ def _image_size_ok(path: str, size: int, page_size: int) -> int:
 def _from_raw(path: str, name: str, page_size: int) -> RamBlock:
     with open(path, "rb", buffering=0) as f:
         size = _image_size_ok(path, os.fstat(f.fileno()).st_size, page_size)
-        block = RamBlock.create(name, size, page_size)
-        try:
-            got = _fill_from(f, block.buf)
-            if got != size:
-                raise ImageError(path, f"image shrank while loading ({got} of {size} bytes)")
-        except BaseException:
-            block.close()
-            raise
-    return block
+        return _filled_block(path, name, size, page_size, f, "shrank")
 
 
 def _from_zst(path: str, name: str, page_size: int) -> RamBlock:
@@ -85,18 +77,23 @@ def _from_zst(path: str, name: str, page_size: int) -> RamBlock:
                     size += len(chunk)
             size = _image_size_ok(path, size, page_size)
             f.seek(0)
-            block = RamBlock.create(name, size, page_size)
-            try:
-                with reader(f) as r:
-                    got = _fill_from(r, block.buf)
-                if got != size:
-                    raise ImageError(path, f"image changed while loading ({got} of {size} bytes)")
-            except BaseException:
-                block.close()
-                raise
-            return block
+            with reader(f) as r:
+                return _filled_block(path, name, size, page_size, r, "changed")
     except zstandard.ZstdError as exc:
         raise ImageError(path, f"bad zstd data: {exc}") from exc
+
+
+def _filled_block(path: str, name: str, size: int, page_size: int, f: BinaryIO, change: str) -> RamBlock:
+    """A new block of ``size`` bytes read from ``f``; an error when ``f`` holds fewer."""
+    block = RamBlock.create(name, size, page_size)
+    try:
+        got = _fill_from(f, block.buf)
+        if got != size:
+            raise ImageError(path, f"image {change} while loading ({got} of {size} bytes)")
+    except BaseException:
+        block.close()
+        raise
+    return block
 
 
 def _fill_from(f, buf: memoryview) -> int:
