@@ -38,7 +38,7 @@ class PageSizeHistogram:
     table; the queued tables are bucketed with numpy every ``_BATCH`` packets.
     """
 
-    _BATCH = 256
+    _BATCH = 32     # packets; the numpy temporaries take 8 bytes a page of a batch
 
     def __init__(self, page_size: int) -> None:
         self.page_size = page_size
