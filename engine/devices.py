@@ -26,7 +26,7 @@ _SPARE_CLIENTS = 8
 
 def uses_work_queue(method: str) -> bool:
     """Does ``method`` run its pages on PageJobs (and so on an accelerator)?"""
-    return bool(getattr(methods.get(method), "uses_work_queue", False))
+    return methods.get(method).uses_work_queue
 
 
 def require_iaa(qpl_library: str) -> None:

@@ -258,3 +258,24 @@ class ReportError(EngineError):
         super().__init__(f"{where}: {message}")
         self.path = path
         self.field = field
+
+
+class RamBlockError(EngineError):
+    """A RAM block's parameters are unusable.
+
+    ``part`` says which: ``"name"``, ``"size"`` or ``"page_size"``.  The
+    layer that took the value from a user (the config, a command line)
+    names where it came from.
+    """
+
+    def __init__(self, part: str, message: str) -> None:
+        super().__init__(message)
+        self.part = part
+
+
+class ImageError(EngineError):
+    """A guest memory image cannot be loaded; ``path`` names the file."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path

@@ -21,6 +21,7 @@ from engine import errors, methods, wire
 from engine.channels import FileSource
 from engine.ram import RamBlock
 from engine.receiver import ChannelCounters, ChannelReader, PacketInfo
+from engine.workloads.images import load_image
 from workers import codec
 
 _SKIP_CHUNK = 1 << 20
@@ -141,7 +142,7 @@ def inspect_channels(paths: Sequence[str | Path], *, page_size: int = 4096,
     compat = wire.Compat.parse(qemu_version or guess.qemu_version)
     block = block or guess.block
     result = InspectResult(method, str(compat), block)
-    reference = RamBlock.from_image(image, name=block or "image", page_size=page_size) if image else None
+    reference = load_image(image, name=block or "image", page_size=page_size) if image else None
     dest = RamBlock.create(reference.name, reference.size, page_size) if reference else None
     covered = np.zeros(reference.pages if reference else 0, dtype=bool)
 

@@ -279,10 +279,6 @@ class Receiver:
         """Read every channel up to its next SYNC, in parallel; packets read."""
         return sum(self._on_every_channel(ChannelReader.read_until_sync))
 
-    def receive_to_end(self) -> int:
-        """Read every channel to its end (streams written earlier)."""
-        return sum(self._on_every_channel(ChannelReader.read_to_end))
-
     def _on_every_channel(self, step: Callable[[ChannelReader], int]) -> list[int]:
         futures = [self._pool.submit(step, r) for r in self.readers]
         results, first_error = [], None

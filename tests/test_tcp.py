@@ -26,7 +26,8 @@ import pytest
 
 from engine import errors, wire
 from engine.net import control
-from engine.cli import EXIT_OK, EXIT_PEER, main
+from engine.cli import main
+from engine.exit_codes import EXIT_OK, EXIT_PEER
 from engine.config import Config, load_config
 from engine.inspection import inspect_channels
 from engine.net.migration import receive_migration, send_migration

@@ -268,11 +268,6 @@ def raw_compress_pages(block: Any, page_size: int, pages: np.ndarray, *,
     return int(out_bytes[0])
 
 
-def package_version() -> str:
-    """The package version baked into the native build."""
-    return _BUILT_VERSION
-
-
 def find_zero_pages(block: Any, page_size: int, pages: np.ndarray,
                     stats: "PacketStats | None" = None) -> int:
     """Partition ``pages`` in place as QEMU does: normal pages first.

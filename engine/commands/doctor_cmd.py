@@ -13,6 +13,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from engine.commands.config_argument import add_config_argument, config_from, config_path
+from engine.exit_codes import EXIT_OK, EXIT_USAGE
 from workers.workqueue.discovery import DEV_ROOT, SYSFS_ROOT, Topology, discover
 
 if TYPE_CHECKING:
@@ -66,7 +67,6 @@ def _device_lines(topology: Topology) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     from engine import methods
     from engine.batch import engine_version
-    from engine.cli import EXIT_OK, EXIT_USAGE
     from engine.devices import uses_work_queue
     from workers import codec
     from workers.codec import qpl_status_text
@@ -91,10 +91,8 @@ def main(args: argparse.Namespace) -> int:
         if uses_work_queue(name):
             way, why = qpl_path(m.accelerator, qpl, topology)
             failed |= way == "error"
-        elif name == "none":
-            way, why = "copy", "no compression: pages are copied"
         else:
-            way, why = "software", "one compression stream per channel on the CPU"
+            way, why = methods.get(name).cpu_path
         lines.append(f"  {name:<5} {way:<9} {why}")
     print("\n".join(lines))
     return EXIT_USAGE if failed else EXIT_OK

@@ -6,6 +6,7 @@ import argparse
 
 from engine.commands import verbosity
 from engine.commands.config_argument import add_config_argument, config_from
+from engine.exit_codes import EXIT_OK, EXIT_VERIFY
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine.cli import EXIT_OK, EXIT_VERIFY
     from engine.net.migration import receive_migration
 
     config = config_from(args)

@@ -8,13 +8,15 @@ from typing import Any
 import numpy as np
 
 from engine import errors, wire
+from engine.methods import Method, register
 from engine.methods.payload_errors import wire_error
 
 
-class NoComp:
+class NoComp(Method):
     name = "none"
     flag = wire.FLAG_NOCOMP
     resumable = True            # nothing carries from packet to packet
+    cpu_path = ("copy", "no compression: pages are copied")
 
     def slot_size(self, page_size: int) -> int:
         return wire.page_count_for(page_size) * page_size
@@ -56,4 +58,4 @@ class NoComp:
         pass
 
 
-NOCOMP = NoComp()
+register(NoComp())

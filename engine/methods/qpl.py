@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from engine import wire
+from engine.methods import Method, register
 from engine.methods.payload_errors import wire_error
-from engine.report.page_sizes import STATS_KEY, packet_histogram
 
 
 class _State:
@@ -27,11 +27,12 @@ class _State:
         self.jobs = PageJobs(params.page_count, params.jobs)
 
 
-class Qpl:
+class Qpl(Method):
     name = "qpl"
     flag = wire.FLAG_QPL
     uses_work_queue = True      # its pages run on PageJobs: IAA, the emulated device or software
     resumable = True            # every page is its own stream
+    page_length_table = True    # spec §4.4: the payload starts with the pages' lengths
 
     def slot_size(self, page_size: int) -> int:
         n = wire.page_count_for(page_size)
@@ -47,9 +48,13 @@ class Qpl:
         if len(pages) == 0:
             return 0, {}
         size, stats = state.jobs.compress(block.buf, state.page_size, pages, slot)
-        out = stats.as_dict()
-        out[STATS_KEY] = packet_histogram(slot, len(pages), state.page_size)  # from the length table
-        return size, out
+        return size, stats.as_dict()
+
+    def map_shared_memory(self, state: _State, segments: list[tuple[str, memoryview]]) -> None:
+        state.jobs.map_shared_memory(segments)
+
+    def send_path(self, state: _State) -> tuple[str, str]:
+        return state.jobs.path, state.jobs.path_reason
 
     def send_cleanup(self, state: _State) -> None:
         state.jobs.close()
@@ -69,4 +74,4 @@ class Qpl:
         state.jobs.close()
 
 
-QPL = Qpl()
+register(Qpl())

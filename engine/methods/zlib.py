@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from engine import wire
+from engine.methods import Method, register
 from engine.methods.payload_errors import wire_error
 
 # QEMU's receive buffer; no packet of 512 KiB of pages may claim more
@@ -40,7 +41,7 @@ class _State:
         self.stream = stream
 
 
-class Zlib:
+class Zlib(Method):
     name = "zlib"
     flag = wire.FLAG_ZLIB
     default_level = 1
@@ -86,4 +87,4 @@ class Zlib:
         state.stream.close()
 
 
-ZLIB = Zlib()
+register(Zlib())
