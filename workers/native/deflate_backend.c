@@ -1,8 +1,10 @@
 /*
- * deflate_backend.c: the argument checks of deflate_backend.h, once for
- * whichever deflate_<library>.c and inflate_<library>.c the build chose.
+ * deflate_backend.c: the allocation and the argument checks of
+ * deflate_backend.h, once for whichever deflate_<library>.c and
+ * inflate_<library>.c the build chose.
  */
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "deflate_backend.h"
 #include "status.h"
@@ -13,7 +15,20 @@ mfd_deflater *mfd_deflater_new(int setting, int window_bits)
         return NULL;
     if (window_bits < 9 || window_bits > 15)
         return NULL;
-    return mfd_library_deflater_new(setting, window_bits);
+    mfd_deflater *d = calloc(1, mfd_library_deflater_size);
+    if (d && !mfd_library_deflater_init(d, setting, window_bits)) {
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void mfd_deflater_free(mfd_deflater *d)
+{
+    if (!d)
+        return;
+    mfd_library_deflater_fini(d);
+    free(d);
 }
 
 int mfd_deflater_page(mfd_deflater *d, const uint8_t *in, uint32_t in_len,
@@ -23,6 +38,24 @@ int mfd_deflater_page(mfd_deflater *d, const uint8_t *in, uint32_t in_len,
         return MFD_E_PARAM;
     *out_len = 0;
     return mfd_library_deflate_page(d, in, in_len, out, cap, out_len);
+}
+
+mfd_inflater *mfd_inflater_new(void)
+{
+    mfd_inflater *f = calloc(1, mfd_library_inflater_size);
+    if (f && !mfd_library_inflater_init(f)) {
+        free(f);
+        return NULL;
+    }
+    return f;
+}
+
+void mfd_inflater_free(mfd_inflater *f)
+{
+    if (!f)
+        return;
+    mfd_library_inflater_fini(f);
+    free(f);
 }
 
 int mfd_inflater_page(mfd_inflater *f, const uint8_t *in, uint32_t in_len,

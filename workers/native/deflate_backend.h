@@ -19,6 +19,7 @@
 #ifndef MFD_DEFLATE_BACKEND_H
 #define MFD_DEFLATE_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* compression settings; the values are MFD_SETTING_* of pagecodec.h */
@@ -60,14 +61,21 @@ const char *mfd_deflater_library(void);
 const char *mfd_inflater_library(void);
 
 /*
- * What each library file implements.  deflate_backend.c calls these with
+ * What each library file implements.  deflate_backend.c allocates the
+ * state (zeroed, of the library's size) and frees it, and calls these with
  * checked arguments only: a setting of MFD_BACKEND_*, window_bits 9..15,
  * non-NULL buffers, in_len, cap and page_size above 0; *out_len and
- * *produced start at 0.
+ * *produced start at 0.  An init that fails (0) has released what it took.
  */
-mfd_deflater *mfd_library_deflater_new(int setting, int window_bits);
+extern const size_t mfd_library_deflater_size;
+int mfd_library_deflater_init(mfd_deflater *d, int setting, int window_bits);
+void mfd_library_deflater_fini(mfd_deflater *d);
 int mfd_library_deflate_page(mfd_deflater *d, const uint8_t *in, uint32_t in_len,
                              uint8_t *out, uint32_t cap, uint32_t *out_len);
+
+extern const size_t mfd_library_inflater_size;
+int mfd_library_inflater_init(mfd_inflater *f);
+void mfd_library_inflater_fini(mfd_inflater *f);
 int mfd_library_inflate_page(mfd_inflater *f, const uint8_t *in, uint32_t in_len,
                              uint8_t *out, uint32_t page_size, uint32_t *produced);
 

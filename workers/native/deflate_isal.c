@@ -21,30 +21,23 @@ const char *mfd_deflater_library(void)
     return "isal " MFD_STR(ISAL_MAJOR_VERSION) "." MFD_STR(ISAL_MINOR_VERSION);
 }
 
-mfd_deflater *mfd_library_deflater_new(int setting, int window_bits)
+const size_t mfd_library_deflater_size = sizeof(mfd_deflater);
+
+int mfd_library_deflater_init(mfd_deflater *d, int setting, int window_bits)
 {
-    mfd_deflater *d = calloc(1, sizeof *d);
-    if (!d)
-        return NULL;
     d->setting = setting;
     d->window_bits = window_bits;
     if (setting == MFD_BACKEND_BALANCED) {
         d->level_buf_size = ISAL_DEF_LVL1_DEFAULT;
         d->level_buf = malloc(d->level_buf_size);
-        if (!d->level_buf) {
-            free(d);
-            return NULL;
-        }
+        return d->level_buf != NULL;
     }
-    return d;
+    return 1;
 }
 
-void mfd_deflater_free(mfd_deflater *d)
+void mfd_library_deflater_fini(mfd_deflater *d)
 {
-    if (!d)
-        return;
     free(d->level_buf);
-    free(d);
 }
 
 int mfd_library_deflate_page(mfd_deflater *d, const uint8_t *in, uint32_t in_len,

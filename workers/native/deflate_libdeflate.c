@@ -2,8 +2,6 @@
  * deflate_libdeflate.c: the compress half of deflate_backend.h on
  * libdeflate; zlib for pages larger than the window.
  */
-#include <stdlib.h>
-
 #include <libdeflate.h>
 
 #include "zlib_raw.h"
@@ -19,33 +17,26 @@ const char *mfd_deflater_library(void)
     return "libdeflate " LIBDEFLATE_VERSION_STRING;
 }
 
-mfd_deflater *mfd_library_deflater_new(int setting, int window_bits)
+const size_t mfd_library_deflater_size = sizeof(mfd_deflater);
+
+int mfd_library_deflater_init(mfd_deflater *d, int setting, int window_bits)
 {
-    mfd_deflater *d = calloc(1, sizeof *d);
-    if (!d)
-        return NULL;
     d->window_bits = window_bits;
     /* libdeflate has no static-Huffman mode: fast is its level 1 too */
     d->ld = libdeflate_alloc_compressor(1);
-    if (!d->ld) {
-        free(d);
-        return NULL;
-    }
+    if (!d->ld)
+        return 0;
     if (!zlib_raw_deflate_init(&d->z, setting, window_bits)) {
         libdeflate_free_compressor(d->ld);
-        free(d);
-        return NULL;
+        return 0;
     }
-    return d;
+    return 1;
 }
 
-void mfd_deflater_free(mfd_deflater *d)
+void mfd_library_deflater_fini(mfd_deflater *d)
 {
-    if (!d)
-        return;
     libdeflate_free_compressor(d->ld);
     deflateEnd(&d->z);
-    free(d);
 }
 
 int mfd_library_deflate_page(mfd_deflater *d, const uint8_t *in, uint32_t in_len,

@@ -2,8 +2,6 @@
  * deflate_zlib.c: the compress half of deflate_backend.h on zlib, the
  * floor every build has.
  */
-#include <stdlib.h>
-
 #include "zlib_raw.h"
 
 struct mfd_deflater {
@@ -15,24 +13,16 @@ const char *mfd_deflater_library(void)
     return "zlib " ZLIB_VERSION;
 }
 
-mfd_deflater *mfd_library_deflater_new(int setting, int window_bits)
+const size_t mfd_library_deflater_size = sizeof(mfd_deflater);
+
+int mfd_library_deflater_init(mfd_deflater *d, int setting, int window_bits)
 {
-    mfd_deflater *d = calloc(1, sizeof *d);
-    if (!d)
-        return NULL;
-    if (!zlib_raw_deflate_init(&d->z, setting, window_bits)) {
-        free(d);
-        return NULL;
-    }
-    return d;
+    return zlib_raw_deflate_init(&d->z, setting, window_bits);
 }
 
-void mfd_deflater_free(mfd_deflater *d)
+void mfd_library_deflater_fini(mfd_deflater *d)
 {
-    if (!d)
-        return;
     deflateEnd(&d->z);
-    free(d);
 }
 
 int mfd_library_deflate_page(mfd_deflater *d, const uint8_t *in, uint32_t in_len,

@@ -2,8 +2,6 @@
  * inflate_isal.c: the decompress half of deflate_backend.h on ISA-L's
  * igzip (when libdeflate is not there).
  */
-#include <stdlib.h>
-
 #include <isa-l.h>
 
 #include "deflate_backend.h"
@@ -18,18 +16,17 @@ const char *mfd_inflater_library(void)
     return "isal " MFD_STR(ISAL_MAJOR_VERSION) "." MFD_STR(ISAL_MINOR_VERSION);
 }
 
-mfd_inflater *mfd_inflater_new(void)
+const size_t mfd_library_inflater_size = sizeof(mfd_inflater);
+
+int mfd_library_inflater_init(mfd_inflater *f)
 {
-    mfd_inflater *f = calloc(1, sizeof *f);
-    if (!f)
-        return NULL;
     isal_inflate_init(&f->isal);
-    return f;
+    return 1;
 }
 
-void mfd_inflater_free(mfd_inflater *f)
+void mfd_library_inflater_fini(mfd_inflater *f)
 {
-    free(f);                        /* igzip allocated nothing */
+    (void)f;                        /* igzip allocated nothing */
 }
 
 int mfd_library_inflate_page(mfd_inflater *f, const uint8_t *in, uint32_t in_len,

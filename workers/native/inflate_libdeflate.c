@@ -2,8 +2,6 @@
  * inflate_libdeflate.c: the decompress half of deflate_backend.h on
  * libdeflate, the fastest decoder measured.
  */
-#include <stdlib.h>
-
 #include <libdeflate.h>
 
 #include "deflate_backend.h"
@@ -18,25 +16,17 @@ const char *mfd_inflater_library(void)
     return "libdeflate " LIBDEFLATE_VERSION_STRING;
 }
 
-mfd_inflater *mfd_inflater_new(void)
+const size_t mfd_library_inflater_size = sizeof(mfd_inflater);
+
+int mfd_library_inflater_init(mfd_inflater *f)
 {
-    mfd_inflater *f = calloc(1, sizeof *f);
-    if (!f)
-        return NULL;
     f->ld = libdeflate_alloc_decompressor();
-    if (!f->ld) {
-        free(f);
-        return NULL;
-    }
-    return f;
+    return f->ld != NULL;
 }
 
-void mfd_inflater_free(mfd_inflater *f)
+void mfd_library_inflater_fini(mfd_inflater *f)
 {
-    if (!f)
-        return;
     libdeflate_free_decompressor(f->ld);
-    free(f);
 }
 
 int mfd_library_inflate_page(mfd_inflater *f, const uint8_t *in, uint32_t in_len,

@@ -4,7 +4,6 @@
  */
 #define ZLIB_CONST
 
-#include <stdlib.h>
 #include <zlib.h>
 
 #include "deflate_backend.h"
@@ -19,25 +18,17 @@ const char *mfd_inflater_library(void)
     return "zlib " ZLIB_VERSION;
 }
 
-mfd_inflater *mfd_inflater_new(void)
+const size_t mfd_library_inflater_size = sizeof(mfd_inflater);
+
+int mfd_library_inflater_init(mfd_inflater *f)
 {
-    mfd_inflater *f = calloc(1, sizeof *f);
-    if (!f)
-        return NULL;
     /* the receiver reads any raw-DEFLATE page, whatever window made it */
-    if (inflateInit2(&f->z, -15) != Z_OK) {
-        free(f);
-        return NULL;
-    }
-    return f;
+    return inflateInit2(&f->z, -15) == Z_OK;
 }
 
-void mfd_inflater_free(mfd_inflater *f)
+void mfd_library_inflater_fini(mfd_inflater *f)
 {
-    if (!f)
-        return;
     inflateEnd(&f->z);
-    free(f);
 }
 
 int mfd_library_inflate_page(mfd_inflater *f, const uint8_t *in, uint32_t in_len,
