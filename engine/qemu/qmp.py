@@ -17,27 +17,49 @@ from typing import Any
 from engine.qemu.errors import QmpError
 
 
+class _Reset(Exception):
+    """The monitor reset a fresh connection (it was still dropping the last client)."""
+
+
 class Qmp:
     """One QMP connection on a unix socket.  A context manager."""
 
     def __init__(self, path: str, *, timeout: float = 10.0) -> None:
         self.path = path
         self.timeout = timeout
-        self._buffer = b""
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._connect(path, timeout)
-            greeting = self._message(time.monotonic() + timeout)
-            if "QMP" not in greeting:
-                raise QmpError(f"no QMP greeting on {path}: {str(greeting)[:80]}")
-            self.version = greeting["QMP"].get("version", {}).get("qemu", {})
-            self.execute("qmp_capabilities")
-        except BaseException:
-            self._sock.close()
-            raise
-
-    def _connect(self, path: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        while True:
+            self._buffer = b""
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self._open(deadline)
+                return
+            except _Reset:
+                # QEMU serves one client: while it drops the previous one it
+                # may reset a new connection; try again until the deadline
+                self._sock.close()
+                if time.monotonic() >= deadline:
+                    raise QmpError(f"QMP at {path} kept resetting the connection") from None
+                time.sleep(0.05)
+            except BaseException:
+                self._sock.close()
+                raise
+
+    def _open(self, deadline: float) -> None:
+        self._connect(self.path, deadline)
+        try:
+            greeting = self._message(deadline)
+        except QmpError as exc:
+            if "reset by peer" in str(exc):
+                raise _Reset() from None
+            raise
+        if "QMP" not in greeting:
+            raise QmpError(f"no QMP greeting on {self.path}: {str(greeting)[:80]}")
+        self.version = greeting["QMP"].get("version", {}).get("qemu", {})
+        self.execute("qmp_capabilities")
+
+    def _connect(self, path: str, deadline: float) -> None:
+        timeout = self.timeout
         while True:
             try:
                 self._sock.settimeout(max(deadline - time.monotonic(), 0.001))

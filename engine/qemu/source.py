@@ -83,23 +83,32 @@ class QemuSendResult:
 
 
 def send_to_qemu(config: Config, to: Address | str, *, qmp_path: str | None = None,
-                 uuid: bytes = bytes(16), progress: Progress | None = None) -> QemuSendResult:
-    """Migrate the configured RAM into the QEMU listening at ``to``."""
+                 uuid: bytes = bytes(16), progress: Progress | None = None,
+                 configure_destination: bool = True) -> QemuSendResult:
+    """Migrate the configured RAM into the QEMU listening at ``to``.
+
+    With ``qmp_path``, the destination's multifd settings are made to match
+    the config and ``migrate-incoming`` started (unless
+    ``configure_destination`` is False: it was done already), and its
+    ``query-migrate`` verdict is awaited.
+    """
     address = to if isinstance(to, Address) else Address.parse(to)
     config = qemu_config(config)
     t = config.transport
     with ExitStack() as stack:
-        qmp = None
+        qmp, facts = None, None
         if qmp_path is not None:
             qmp = stack.enter_context(Qmp(qmp_path, timeout=t.connect_timeout))
-            prepare_destination(qmp, config, address)
+            if configure_destination:
+                prepare_destination(qmp, config, address)
+            facts = DestinationFacts.read(qmp)
         block = stack.enter_context(make_source_block(config))
         outcome = DestinationOutcome(qemu=_version(qmp))
         try:
             report = _migrate(config, address, block, uuid, outcome, stack, progress)
             outcome.status = "sent"
         except (errors.TransportError, errors.ChannelStalled) as exc:
-            raise DestinationFailed(_failure(exc, qmp, config, block, uuid),
+            raise DestinationFailed(_failure(exc, qmp, facts, config, block, uuid),
                                     peer=str(address)) from exc
         if qmp is not None:
             info = wait_for_destination(qmp, t.stall_timeout)
@@ -108,7 +117,7 @@ def send_to_qemu(config: Config, to: Address | str, *, qmp_path: str | None = No
                 raise DestinationFailed(
                     f"the destination's migration is {outcome.status}"
                     + (f": {outcome.error}" if outcome.error else "")
-                    + f"; {likely_causes(qmp, config, block, uuid)}", peer=str(address))
+                    + f"; {likely_causes(facts, config, block, uuid)}", peer=str(address))
         return QemuSendResult(report, outcome)
 
 
@@ -231,51 +240,61 @@ def wait_for_destination(qmp: Qmp, timeout: float) -> dict[str, Any]:
         time.sleep(0.02)
 
 
-def likely_causes(qmp: Qmp | None, config: Config, block: RamBlock, uuid: bytes) -> str:
-    """What differs between the engine's migration and the destination, as far as QMP tells."""
+@dataclass(frozen=True)
+class DestinationFacts:
+    """What the destination's QMP said before the migration: enough to name a mismatch
+    later, when a failed QEMU may have exited or stopped answering."""
+
+    memdevs: dict[str, int]
+    compression: str
+    channels: int | None
+    uuid: str
+
+    @classmethod
+    def read(cls, qmp: Qmp) -> DestinationFacts:
+        memdevs = {d.get("id", ""): int(d.get("size", 0)) for d in qmp.execute("query-memdev")}
+        params = qmp.execute("query-migrate-parameters")
+        return cls(memdevs, params.get("multifd-compression", "none"),
+                   params.get("multifd-channels"), qmp.execute("query-uuid").get("UUID", ""))
+
+    def differences(self, config: Config, block: RamBlock, uuid: bytes) -> list[str]:
+        m = config.migration
+        found = []
+        if block.name not in self.memdevs:
+            found.append(f"the destination has no RAM block {block.name!r} (its memory "
+                         f"backends: {sorted(self.memdevs)}); set workload.block")
+        elif self.memdevs[block.name] != block.size:
+            found.append(f"RAM block {block.name!r} is {self.memdevs[block.name]} bytes there, "
+                         f"{block.size} here")
+        if self.compression != m.method:
+            found.append(f"the destination's multifd-compression is {self.compression!r}, "
+                         f"the engine sends {m.method!r}")
+        if self.channels != m.channel_count:
+            found.append(f"the destination expects {self.channels} channels, "
+                         f"the engine opened {m.channel_count}")
+        ours = str(uuidlib.UUID(bytes=bytes(uuid)))
+        if self.uuid and self.uuid != ours:
+            found.append(f"the destination's UUID is {self.uuid}, the engine's init packets "
+                         f"carry {ours} (set it with --uuid)")
+        return found
+
+
+def likely_causes(facts: DestinationFacts | None, config: Config, block: RamBlock,
+                  uuid: bytes) -> str:
+    """What differs between the engine's migration and the destination, as far as known."""
     m = config.migration
-    found = []
-    if qmp is not None:
-        try:
-            found = _differences(qmp, config, block, uuid)
-        except QmpError:
-            found = []
+    found = facts.differences(config, block, uuid) if facts is not None else []
     if found:
         return "likely cause: " + "; ".join(found)
     return (f"likely causes: the destination's RAM block names and sizes (engine: "
-            f"{block.name!r} of {block.size} bytes), machine type (engine: "
-            f"{MACHINE!r}), multifd method (engine: {m.method}), channel count "
-            f"(engine: {m.channel_count}), UUID (engine: {uuidlib.UUID(bytes=bytes(uuid))}), or a "
-            f"QEMU version other than the configured {m.qemu_version}")
+            f"{block.name!r} of {block.size} bytes), machine type (engine: {MACHINE!r}), "
+            f"multifd method (engine: {m.method}), channel count (engine: {m.channel_count}), "
+            f"UUID (engine: {uuidlib.UUID(bytes=bytes(uuid))}), or a QEMU version other than "
+            f"the configured {m.qemu_version}")
 
 
-def _differences(qmp: Qmp, config: Config, block: RamBlock, uuid: bytes) -> list[str]:
-    m = config.migration
-    found = []
-    memdevs = {d.get("id", ""): int(d.get("size", 0)) for d in qmp.execute("query-memdev", timeout=2)}
-    if block.name not in memdevs:
-        found.append(f"the destination has no RAM block {block.name!r} (its memory backends: "
-                     f"{sorted(memdevs)}); set workload.block")
-    elif memdevs[block.name] != block.size:
-        found.append(f"RAM block {block.name!r} is {memdevs[block.name]} bytes there, "
-                     f"{block.size} here")
-    params = qmp.execute("query-migrate-parameters", timeout=2)
-    if params.get("multifd-compression", "none") != m.method:
-        found.append(f"the destination's multifd-compression is "
-                     f"{params.get('multifd-compression')!r}, the engine sends {m.method!r}")
-    if params.get("multifd-channels") != m.channel_count:
-        found.append(f"the destination expects {params.get('multifd-channels')} channels, "
-                     f"the engine opened {m.channel_count}")
-    theirs = qmp.execute("query-uuid", timeout=2).get("UUID", "")
-    ours = str(uuidlib.UUID(bytes=bytes(uuid)))
-    if theirs and theirs != ours:
-        found.append(f"the destination's UUID is {theirs}, the engine's init packets carry "
-                     f"{ours} (set it with --uuid)")
-    return found
-
-
-def _failure(exc: BaseException, qmp: Qmp | None, config: Config, block: RamBlock,
-             uuid: bytes) -> str:
+def _failure(exc: BaseException, qmp: Qmp | None, facts: DestinationFacts | None,
+             config: Config, block: RamBlock, uuid: bytes) -> str:
     what = (f"the destination stopped taking bytes ({exc})"
             if isinstance(exc, errors.ChannelStalled) else f"the destination failed ({exc})")
     if qmp is not None:
@@ -285,6 +304,6 @@ def _failure(exc: BaseException, qmp: Qmp | None, config: Config, block: RamBloc
                 what += f"; it says: {info['error-desc']}"
         except QmpError:
             what += "; its QMP no longer answers (exited, or busy loading)"
-    return f"{what}; {likely_causes(qmp, config, block, uuid)}"
+    return f"{what}; {likely_causes(facts, config, block, uuid)}"
 
 
