@@ -88,6 +88,7 @@ def test_engine_into_real_qemu(peer, method, channels, rounds):
         assert result.destination.status == "completed", dst.log()
         assert result.destination.sync_points == rounds + 1
         assert differing_pages(dst.ram(), expected_ram(cfg)) == 0
+        assert result.verified is True and result.destination.ram_file == str(dst.ram_path)
         dst.qmp.execute("cont")
         assert dst.qmp.execute("query-status")["status"] == "running"
     sync = [c["sync_packets"] for c in result.report.send_channels]

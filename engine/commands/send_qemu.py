@@ -28,7 +28,7 @@ def parse_uuid(text: str | None) -> bytes:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine.cli import EXIT_OK, EXIT_PEER
+    from engine.cli import EXIT_OK, EXIT_PEER, EXIT_VERIFY
     from engine.qemu.source import send_to_qemu
 
     config = config_from(args)
@@ -42,4 +42,6 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         from engine.report.schema import write_report
         write_report(args.json, result.to_dict())
-    return EXIT_OK if result.ok else EXIT_PEER
+    if not result.ok:
+        return EXIT_PEER
+    return EXIT_VERIFY if result.verified is False else EXIT_OK
