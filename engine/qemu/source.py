@@ -57,6 +57,8 @@ class DestinationOutcome:
     main_channel_bytes: int = 0
     sync_points: int = 0
     qemu: str = ""                   # the destination's version (QMP greeting)
+    seconds: float = 0.0             # first main-channel byte until the destination said completed
+    started: float = field(default=0.0, repr=False)   # perf_counter() at the first byte
     ram_file: str = ""               # the destination's RAM, when this host could read it
     mismatched_pages: int | None = None      # against the source; None: not compared
     first_mismatch_offsets: list[int] = field(default_factory=list)
@@ -80,6 +82,7 @@ class QemuSendResult:
     def format_text(self, verbosity: int = NORMAL) -> str:
         d = self.destination
         verdict = (f"destination QEMU {d.qemu or '?'}: {d.status}"
+                   + (f" after {d.seconds:.3f} s" if d.seconds else "")
                    + (f" ({d.error})" if d.error else ""))
         if d.mismatched_pages == 0:
             verdict += f"; every page of its RAM ({d.ram_file}) equals the source's"
@@ -96,7 +99,8 @@ class QemuSendResult:
 
     def to_dict(self) -> dict[str, Any]:
         out = self.report.to_dict()
-        out["qemu_destination"] = dict(self.destination.__dict__)
+        out["qemu_destination"] = {k: v for k, v in self.destination.__dict__.items()
+                                   if k != "started"}
         return out
 
 
@@ -122,14 +126,20 @@ def send_to_qemu(config: Config, to: Address | str, *, qmp_path: str | None = No
             facts = DestinationFacts.read(qmp)
         block = stack.enter_context(make_source_block(config))
         outcome = DestinationOutcome(qemu=_version(qmp))
+        info: dict[str, Any] = {}
         try:
-            report = _migrate(config, address, block, uuid, outcome, stack, progress)
-            outcome.status = "sent"
+            with ExitStack() as session:
+                report = _migrate(config, address, block, uuid, outcome, session, progress)
+                outcome.status = "sent"
+                if qmp is not None:
+                    # asked while the channels are open: the destination completes
+                    # at the main channel's EOF, not at the channels' close
+                    info = wait_for_destination(qmp, t.stall_timeout)
+                    outcome.seconds = time.perf_counter() - outcome.started
         except (errors.TransportError, errors.ChannelStalled) as exc:
             raise DestinationFailed(_failure(exc, qmp, facts, config, block, uuid),
                                     peer=str(address)) from exc
         if qmp is not None:
-            info = wait_for_destination(qmp, t.stall_timeout)
             outcome.status, outcome.error = info.get("status", "?"), info.get("error-desc", "")
             if outcome.status != "completed":
                 raise DestinationFailed(
@@ -204,6 +214,7 @@ def _migrate(config: Config, address: Address, block: RamBlock, uuid: bytes,
                     accelerator=[], config=config.as_dict())
     rounds = PrecopyRounds(block, seed=w.seed, dirty_fraction=w.dirty_fraction,
                            hot_fraction=w.hot_fraction, hot_share=w.hot_share, mix=w.mix)
+    outcome.started = time.perf_counter()
     writer.start()
     for index in range(config.run.rounds):
         batch = rounds.batch(index)
