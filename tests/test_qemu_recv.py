@@ -202,3 +202,64 @@ def test_zero_record_outside_its_block_is_refused():
     data, _ = written("7.2", {"mem": np.array([64], dtype=np.uint64)}, rounds=1)
     with pytest.raises(BadMainChannel, match="outside its block"):
         events(data)
+
+
+# ------------------------------- the writer against a real source's bytes
+
+def record_main_channel(build, ram: bytes) -> bytes:
+    """What a real paused -machine none source writes on its main channel."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.05)
+    streams: list[bytearray] = []
+    done = threading.Event()
+
+    def drain(conn: socket.socket, into: bytearray) -> None:
+        with conn:
+            conn.settimeout(10)
+            while data := conn.recv(1 << 20):
+                into += data
+
+    def accept() -> None:
+        readers = []
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            streams.append(bytearray())
+            readers.append(threading.Thread(target=drain, args=(conn, streams[-1])))
+            readers[-1].start()
+        for reader in readers:
+            reader.join(10)
+
+    acceptor = threading.Thread(target=accept)
+    acceptor.start()
+    with QemuPeer(build, len(ram), incoming=False, ram=ram) as src:
+        info = migrate_from(src, f"127.0.0.1:{server.getsockname()[1]}", "none", 1)
+    done.set()
+    acceptor.join(20)
+    server.close()
+    assert info["status"] == "completed"
+    return next(bytes(s) for s in streams if s[:4] == b"QEVM")
+
+
+@pytest.mark.parametrize("peer", ["7.2", "10.0"])
+def test_writer_writes_what_a_real_source_writes(peer):
+    """Header, START, ZERO records, device sections and EOF: byte for byte as QEMU's."""
+    build = require(peer)
+    ram = guest_image(5, size=4 * MIB)
+    real = record_main_channel(build, ram)
+    pages = np.frombuffer(ram, dtype=np.uint8).reshape(-1, PAGE)
+    zero = np.flatnonzero(~pages.any(axis=1)).astype(np.uint64)
+    ours = bytearray()
+    writer = MainChannelWriter(ours.extend, lambda: None, compat=wire.Compat.parse(peer),
+                               blocks=[("mem", len(ram))], page_size=PAGE, runstate="prelaunch")
+    writer.start()
+    start_end = len(ours) - 13 - (8 if writer.rule.flush_records else 0)
+    assert real[:start_end] == ours[:start_end]             # header, START, block list
+    writer.end({"mem": zero} if peer == "7.2" else None)
+    devices = ours.index(b"\x04\x00\x00\x00\x00\x05timer")
+    tail = ours[devices:ours.index(b"\x06", devices + 150)]   # up to the VM description
+    assert tail in real                                       # timer, globalstate, EOF
+    got = [e.pages for e in events(real) if isinstance(e, ZeroPages)]
+    assert np.array_equal(np.sort(np.concatenate(got)) if got else [], zero if peer == "7.2" else [])
