@@ -23,9 +23,6 @@ from engine.ram import RamBlock
 from engine.receiver import ChannelCounters, ChannelReader, PacketInfo
 from workers import codec
 
-_SCAN_PACKETS = 64
-
-
 @dataclass
 class StreamGuess:
     """What a quick look at a channel's first packets suggests."""
@@ -60,44 +57,63 @@ class InspectResult:
         return self.mismatched_pages == 0
 
 
-def guess_stream(path: str | Path, page_size: int) -> StreamGuess:
-    """Method, QEMU generation and main block from a channel's first packets.
+@dataclass
+class _Evidence:
+    """What the raw headers of channel files say, before any of it is trusted."""
+
+    method_flag: int | None = None
+    old: bool = False        # proves QEMU < 9.0: stale sizes, SYNC riding on pages
+    new: bool = False        # proves QEMU >= 9.0: zero pages inside packets
+    blocks: Counter = field(default_factory=Counter)
+
+
+def guess_stream(paths: str | Path | Sequence[str | Path], page_size: int) -> StreamGuess:
+    """Method, QEMU generation and main block from every packet header of every channel.
 
     Reads raw header fields without trusting them beyond this guess (the
-    real walk validates everything).  QEMU 7.2 gives itself away by stale
-    ``next_packet_size`` on page-less packets or SYNC on packets with pages;
-    zero pages inside packets mean 9.0 or later.
+    real walk validates everything) and skips payloads.  QEMU 7.2 gives
+    itself away by a stale ``next_packet_size`` on a page-less packet or a
+    SYNC on a packet with pages, wherever in which channel it appears; zero
+    pages inside packets mean 9.0 or later.  With no evidence either way,
+    both readings of the stream are the same, and "10.0" is said.
     """
-    source = FileSource(path, 0)
-    method_flag, old, new, blocks = None, False, False, Counter()
+    evidence = _Evidence()
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        _scan(path, page_size, evidence)
+    method = methods.by_flag(evidence.method_flag) if evidence.method_flag is not None else None
+    version = "7.2" if evidence.old and not evidence.new else "10.0"
+    block = evidence.blocks.most_common(1)[0][0] if evidence.blocks else None
+    return StreamGuess(method.name if method else None, version, block)
+
+
+def _scan(path: str | Path, page_size: int, evidence: _Evidence) -> None:
+    source = FileSource(path, 0)        # .zst channel files too: read, not seek
     header = memoryview(bytearray(wire.header_size(page_size)))
+    scratch = memoryview(bytearray(1 << 20))
     try:
-        if source.readinto(memoryview(bytearray(wire.INIT_PACKET_SIZE))) < wire.INIT_PACKET_SIZE:
-            return StreamGuess(None, "10.0", None)
-        for _ in range(_SCAN_PACKETS):
-            if source.readinto(header) < len(header):
-                break
-            flags, _alloc, normal, size, _num, zero = struct.unpack_from(">IIIIQI", header, 8)
+        if source.readinto(scratch[:wire.INIT_PACKET_SIZE]) < wire.INIT_PACKET_SIZE:
+            return
+        while source.readinto(header) == len(header):
+            magic, _version, flags, _alloc, normal, payload, _num, zero = struct.unpack_from(
+                ">IIIIIIQI", header)
+            if magic != wire.MULTIFD_MAGIC:
+                return          # not a packet: the walk will say so
             if normal + zero:
-                method_flag = flags & wire.METHOD_BITS if method_flag is None else method_flag
+                if evidence.method_flag is None:
+                    evidence.method_flag = flags & wire.METHOD_BITS
                 name = bytes(header[64:320]).split(b"\0", 1)[0].decode("utf-8", "replace")
-                blocks[name] += normal + zero
-                old |= bool(flags & wire.FLAG_SYNC)
+                evidence.blocks[name] += normal + zero
+                evidence.old |= bool(flags & wire.FLAG_SYNC)
             else:
-                old |= size != 0
-            new |= zero > 0
-            if not normal:
-                continue
-            if size > 4 * (1 << 20):
-                break
-            if source.readinto(memoryview(bytearray(size))) < size:
-                break
+                evidence.old |= payload != 0
+            evidence.new |= zero > 0
+            while normal and payload:
+                step = min(payload, len(scratch))
+                if source.readinto(scratch[:step]) < step:
+                    return
+                payload -= step
     finally:
         source.close()
-    method = methods.by_flag(method_flag) if method_flag is not None else None
-    version = "7.2" if old and not new else "10.0"
-    block = blocks.most_common(1)[0][0] if blocks else None
-    return StreamGuess(method.name if method else None, version, block)
 
 
 def inspect_channels(paths: Sequence[str | Path], *, page_size: int = 4096,
@@ -106,7 +122,7 @@ def inspect_channels(paths: Sequence[str | Path], *, page_size: int = 4096,
                      on_packet: Callable[[ChannelSummary, PacketInfo], None] | None = None,
                      ) -> InspectResult:
     """Walk every packet of ``paths``; with ``image``, check ``block``'s pages against it."""
-    guess = guess_stream(paths[0], page_size)
+    guess = guess_stream(paths, page_size)
     method = method or guess.method
     if method is None:
         flag_hint = "no packet with pages in its first packets"
