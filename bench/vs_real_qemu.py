@@ -138,7 +138,7 @@ def main() -> None:
     base = Config.from_dict({
         "run": {"rounds": 1},
         "workload": {"source": "image", "image": str(with_image), "block": "mem"},
-        "migration": {"channels": args.channels, "qemu_version": build.qemu_version,
+        "migration": {"channels": args.channels, "qemu_version": build.qemu_version, "method": "none",
                       "accelerator": "software"}})
     try:
         for method in args.methods or METHODS[args.peer]:
