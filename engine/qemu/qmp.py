@@ -81,31 +81,33 @@ class Qmp:
         request: dict[str, Any] = {"execute": command}
         if arguments:
             request["arguments"] = arguments
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
         try:
             self._sock.settimeout(max(deadline - time.monotonic(), 0.001))
             self._sock.sendall(json.dumps(request).encode() + b"\n")
         except OSError as exc:
-            raise QmpError(f"QMP {command}: cannot send ({exc.strerror or exc})") from None
+            raise QmpError(f"{command}: cannot send ({exc.strerror or exc})") from None
         while True:
-            reply = self._message(deadline, command)
+            reply = self._message(deadline, command, limit)
             if "error" in reply:
-                raise QmpError(f"QMP {command}: {reply['error'].get('desc', reply['error'])}")
+                raise QmpError(f"{command}: {reply['error'].get('desc', reply['error'])}")
             if "return" in reply:
                 return reply["return"]
 
-    def _message(self, deadline: float, command: str = "greeting") -> dict[str, Any]:
+    def _message(self, deadline: float, command: str = "greeting",
+                 limit: float | None = None) -> dict[str, Any]:
         """The next reply or greeting; events are skipped."""
         while True:
-            message = self._line(deadline, command)
+            message = self._line(deadline, command, self.timeout if limit is None else limit)
             if "event" not in message:
                 return message
 
-    def _line(self, deadline: float, command: str) -> dict[str, Any]:
+    def _line(self, deadline: float, command: str, limit: float) -> dict[str, Any]:
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise QmpError(f"QMP {command}: no answer within {self.timeout:g} s "
+                raise QmpError(f"{command}: no answer within {limit:g} s "
                                "(QEMU busy or hung)")
             self._sock.settimeout(left)
             try:
@@ -113,17 +115,17 @@ class Qmp:
             except (TimeoutError, socket.timeout):
                 continue
             except OSError as exc:
-                raise QmpError(f"QMP {command}: {exc.strerror or exc}") from None
+                raise QmpError(f"{command}: {exc.strerror or exc}") from None
             if not data:
-                raise QmpError(f"QMP {command}: QEMU closed the monitor (it exited?)")
+                raise QmpError(f"{command}: QEMU closed the monitor (it exited?)")
             self._buffer += data
         line, self._buffer = self._buffer.split(b"\n", 1)
         try:
             message = json.loads(line)
         except ValueError:
-            raise QmpError(f"QMP {command}: not JSON: {line[:80]!r}") from None
+            raise QmpError(f"{command}: not JSON: {line[:80]!r}") from None
         if not isinstance(message, dict):
-            raise QmpError(f"QMP {command}: not a JSON object: {line[:80]!r}")
+            raise QmpError(f"{command}: not a JSON object: {line[:80]!r}")
         return message
 
     def close(self) -> None:
