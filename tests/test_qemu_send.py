@@ -130,6 +130,14 @@ def test_block_size_mismatch_is_named(peer):
             assert dst.exit_code() == 1 and "Size mismatch" in dst.log()
 
 
+def test_machine_type_mismatch_is_named():
+    build = require("7.2")      # Debian's 7.2 has the firmware a pc machine loads
+    with QemuPeer(build, 16 * MIB, machine="pc") as dst:
+        message = failure(dst, qemu_cfg(build, stall=3.0), 20)
+        assert "machine type is 'pc-i440fx-7.2'" in message
+        assert dst.exit_code() == 1 and "Machine type received is 'none'" in dst.log()
+
+
 def test_block_name_mismatch_is_named():
     build = require("10.0")
     with QemuPeer(build, 16 * MIB) as dst:

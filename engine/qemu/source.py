@@ -302,17 +302,23 @@ class DestinationFacts:
     compression: str
     channels: int | None
     uuid: str
+    machine: str
 
     @classmethod
     def read(cls, qmp: Qmp) -> DestinationFacts:
         memdevs = {d.get("id", ""): int(d.get("size", 0)) for d in qmp.execute("query-memdev")}
         params = qmp.execute("query-migrate-parameters")
+        machine = str(qmp.execute("qom-get", path="/machine", property="type"))
         return cls(memdevs, params.get("multifd-compression", "none"),
-                   params.get("multifd-channels"), qmp.execute("query-uuid").get("UUID", ""))
+                   params.get("multifd-channels"), qmp.execute("query-uuid").get("UUID", ""),
+                   machine.removesuffix("-machine"))
 
     def differences(self, config: Config, block: RamBlock, uuid: bytes) -> list[str]:
         m = config.migration
         found = []
+        if self.machine != MACHINE:
+            found.append(f"the destination's machine type is {self.machine!r}, the engine's "
+                         f"main channel says {MACHINE!r} (start QEMU with -machine {MACHINE})")
         if block.name not in self.memdevs:
             found.append(f"the destination has no RAM block {block.name!r} (its memory "
                          f"backends: {sorted(self.memdevs)}); set workload.block")
