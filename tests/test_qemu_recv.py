@@ -76,7 +76,7 @@ def migrate_from(src: QemuPeer, address, method: str, channels: int) -> dict:
 
 CASES = [("7.2", "none", 1), ("7.2", "zlib", 4), ("7.2", "zstd", 2),
          ("10.0", "none", 3), ("10.0", "zstd", 2), ("10.0", "zlib", 1),
-         ("10.0-qpl", "qpl", 2), ("10.0-qpl", "qpl", 4)]
+         ("10.0-qpl", "qpl", 3)]
 
 
 @pytest.mark.parametrize("peer,method,channels", CASES)

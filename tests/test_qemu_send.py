@@ -75,7 +75,7 @@ def migrate(dst: QemuPeer, cfg: Config, **kwargs):
 CASES = [
     ("7.2", "none", 1, 1), ("7.2", "zlib", 3, 4), ("7.2", "zstd", 2, 1),
     ("10.0", "none", 2, 4), ("10.0", "zstd", 4, 1), ("10.0", "zlib", 1, 4),
-    ("10.0-qpl", "qpl", 2, 4), ("10.0-qpl", "zstd", 3, 4),
+    ("10.0-qpl", "qpl", 2, 4),
 ]
 
 
@@ -93,21 +93,13 @@ def test_engine_into_real_qemu(peer, method, channels, rounds):
         assert dst.qmp.execute("query-status")["status"] == "running"
     sync = [c["sync_packets"] for c in result.report.send_channels]
     assert sync == [rounds + 1] * channels      # one per sync point, on every channel
-
-
-def test_peer_before_9_gets_zero_records_not_zero_pages():
-    build = require("7.2")
-    cfg = qemu_cfg(build, method="none", channels=2, rounds=1)
-    with QemuPeer(build, 16 * MIB) as dst:
-        result = migrate(dst, cfg)
-        assert result.destination.status == "completed", dst.log()
-        assert differing_pages(dst.ram(), expected_ram(cfg)) == 0
-    ram = np.frombuffer(expected_ram(cfg), dtype=np.uint8).reshape(-1, PAGE)
-    zero = int((~ram.any(axis=1)).sum())
-    assert zero > 0
-    sent = sum(c["normal_pages"] + c["zero_pages"] for c in result.report.send_channels)
-    assert sent == len(ram) - zero
-    assert result.destination.main_channel_bytes > 9 * zero
+    if peer == "7.2" and rounds == 1:           # zero pages as ZERO records, not in packets
+        ram = np.frombuffer(expected_ram(cfg), dtype=np.uint8).reshape(-1, PAGE)
+        zero = int((~ram.any(axis=1)).sum())
+        assert zero > 0
+        sent = sum(c["normal_pages"] + c["zero_pages"] for c in result.report.send_channels)
+        assert sent == len(ram) - zero
+        assert result.destination.main_channel_bytes > 9 * zero
 
 
 # ------------------------------------------------------------ negative cases
