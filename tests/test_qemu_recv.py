@@ -128,7 +128,7 @@ def test_cli_writes_the_received_ram(tmp_path):
 def test_method_mismatch_is_a_clear_error():
     build = require("10.0")
     ram = guest_image(3)
-    rx = Receiving(recv_cfg("zlib", 2, stall=3.0))
+    rx = Receiving(recv_cfg("zlib", 2, stall=10.0))
     with QemuPeer(build, len(ram), incoming=False, ram=ram) as src:
         migrate_from(src, rx.address, "zstd", 2)   # a source without return path may still say completed
         result = rx.result()
