@@ -241,3 +241,20 @@ def _parent(pid: int) -> int | None:
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def test_cli_one_command_into_a_real_qemu(tmp_path, capsys):
+    """The walk-through's command: exit 0, the destination's verdict, its RAM equal."""
+    build = require("10.0")
+    config = tmp_path / "qemu.toml"
+    config.write_text('[run]\nrounds = 2\n[workload]\nsize = "16MiB"\n'
+                      '[migration]\nmethod = "zstd"\nchannels = 2\nqemu_version = "10.0"\n'
+                      'accelerator = "software"\n')
+    with QemuPeer(build, 16 * MIB) as dst:
+        dst.release_qmp()
+        code = cli_main(["send", "--qemu", f"127.0.0.1:{free_port()}", "--qmp", dst.qmp_path,
+                         "-q", str(config)])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert out.startswith("destination QEMU 10.0.") and "completed" in out
+        assert f"every page of its RAM ({dst.ram_path}) equals the source's" in out

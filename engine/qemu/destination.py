@@ -165,16 +165,27 @@ def _peek_magic(sock: socket.socket, peer: str) -> int:
 
 
 class _MainSource:
-    """The main socket as a ``readinto`` source, each stall bounded."""
+    """The main socket as a ``readinto`` source; a stall or a reset names the main channel."""
 
     def __init__(self, sock: socket.socket, peer: str) -> None:
-        self._inner = TcpSource(sock, -1, peer=peer)
+        self._sock = sock
+        self._peer = peer
 
     def readinto(self, view: memoryview) -> int:
-        try:
-            return self._inner.readinto(view)
-        except errors.ChannelStalled as exc:
-            raise SourceFailed(f"the main channel stalled: {exc}") from None
+        view = memoryview(view).cast("B")
+        got = 0
+        while got < len(view):
+            try:
+                n = self._sock.recv_into(view[got:])
+            except (TimeoutError, socket.timeout):
+                raise SourceFailed(f"the main channel sent nothing for "
+                                   f"{self._sock.gettimeout():g} s", peer=self._peer) from None
+            except OSError as exc:
+                raise SourceFailed(f"main channel: {exc.strerror or exc}", peer=self._peer) from None
+            if n == 0:
+                break
+            got += n
+        return got
 
 
 class _ChannelThread:
