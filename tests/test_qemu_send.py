@@ -9,6 +9,7 @@ Tests skip, saying why, where a QEMU build is missing.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 import uuid
@@ -204,6 +205,28 @@ def test_destination_killed_mid_migration_fails_cleanly(no_shm_leak):
         assert time.monotonic() - started < 20
         assert dst.exit_code() == -9
     assert isinstance(caught.value, DestinationFailed) and "destination" in str(caught.value)
+    assert not workers_alive()
+
+
+def test_destination_that_stops_reading_is_named_in_time(no_shm_leak):
+    """SIGSTOPped mid-migration: no byte taken for stall_timeout, a named error, no hang."""
+    build = require("10.0")
+    cfg = qemu_cfg(build, method="none", channels=2, size=32 * MIB, stall=2.0)
+    with QemuPeer(build, 32 * MIB) as dst:
+        pid = dst.process.pid
+
+        def stop_on_packet(round_index, done, total):
+            if round_index == 0 and done == 4:
+                os.kill(pid, signal.SIGSTOP)
+
+        started = time.monotonic()
+        try:
+            with pytest.raises(DestinationFailed) as caught:
+                _send_killed(dst, cfg, stop_on_packet)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert time.monotonic() - started < 20
+    assert "stopped taking bytes" in str(caught.value)
     assert not workers_alive()
 
 
