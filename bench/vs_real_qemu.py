@@ -23,6 +23,7 @@ after every run.  Medians of ``--runs``, both sides in one run, interleaved.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -131,16 +132,16 @@ def main() -> None:
     block, what = guest.load(args, name="mem")
     with block:
         image = bytes(block.buf)
-    with_image = Path("/dev/shm") / f"mfd-bench-image-{id(image)}.raw"
-    with_image.write_bytes(image)
+    with_image = Path("/dev/shm") / f"mfd-bench-image-{os.getpid()}.raw"
     print(f"guest: {what}; QEMU {args.peer} ({build.binary}), -machine none, "
           f"{args.channels} channels, {args.runs} runs", flush=True)
-    base = Config.from_dict({
-        "run": {"rounds": 1},
-        "workload": {"source": "image", "image": str(with_image), "block": "mem"},
-        "migration": {"channels": args.channels, "qemu_version": build.qemu_version, "method": "none",
-                      "accelerator": "software"}})
     try:
+        with_image.write_bytes(image)
+        base = Config.from_dict({
+            "run": {"rounds": 1},
+            "workload": {"source": "image", "image": str(with_image), "block": "mem"},
+            "migration": {"channels": args.channels, "qemu_version": build.qemu_version,
+                          "method": "none", "accelerator": "software"}})
         for method in args.methods or METHODS[args.peer]:
             config = replace(base, migration=replace(base.migration, method=method))
             qemu = Side(f"QEMU {args.peer} → QEMU, {method}", Timing(f"QEMU → QEMU {method}"))
