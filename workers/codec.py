@@ -229,6 +229,7 @@ def codec_libraries() -> tuple[str, str]:
 COMPRESSION_SETTINGS: dict[str, int] = {
     "fast": int(lib.MFD_SETTING_FAST),          # static Huffman codes, as IAA by default
     "balanced": int(lib.MFD_SETTING_BALANCED),  # level 1: a Huffman code fitted to each page
+    "packet": int(lib.MFD_SETTING_PACKET),      # one Huffman code per packet (ISA-L; else balanced)
 }
 
 

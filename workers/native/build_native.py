@@ -30,7 +30,7 @@ SOURCE = os.path.join(NATIVE_DIR, "pagecodec.c")
 # pagecodec.h (whose MFD_* codes they use), <name>.c the sources
 MODULES = ["zstream", "rawloop", "iaa_emulator", "qpl_shim"]
 # C files of the extension that are not part of the cdef
-INTERNAL_SOURCES = [os.path.join(NATIVE_DIR, "deflate_backend.c")]
+INTERNAL_SOURCES = [os.path.join(NATIVE_DIR, f"{m}.c") for m in ("deflate_backend", "packet_huffman")]
 
 COMPILE_ARGS = ["-O2", "-std=c11", "-Wall", "-Wextra"]
 
