@@ -273,3 +273,12 @@ def test_a_killed_worker_is_replaced_on_the_shared_device(blocks):
         counters = engine.coordinator.channel_counters()
         assert sum(c.get("restarts", 0) for c in counters) == 1
         assert {c["accelerator"] for c in counters} == {"emulated"}
+
+
+def test_software_fallback_with_the_packet_setting():
+    """Pages the busy device hands to the fallback queue use the packet's code
+    (built lazily there, from the packet's pages): the run still verifies."""
+    report = run_batch(run_config(1, FAULTS["busy_storms"], compression="packet"))
+    t = report.totals()
+    assert report.verified is True
+    assert t["sw_fallbacks"] > 0 and t["sw_errors"] == 0
