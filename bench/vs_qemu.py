@@ -1,10 +1,12 @@
 """Benchmark 4: the engine against real QEMU, on the same guest image.
 
-QEMU side: two ``qemu-system-x86_64`` processes on this machine, both with
-their RAM in a ``memory-backend-file`` (the source's file is the image;
-``-S``, never run), multifd with 2 channels, ``max-bandwidth`` 100 GB/s,
-migrated over loopback TCP once per method (none, zlib, zstd; qpl too when
-this QEMU is >= 9.1 and built with it).  Time: from ``migrate`` until
+QEMU side: two ``qemu-system-x86_64`` processes on this machine
+(``-machine none``), both with their RAM in a ``memory-backend-file`` (the
+source's file is the image; ``-S``, never run), multifd with 2 channels,
+``max-bandwidth`` 100 GB/s, migrated over loopback TCP once per method
+(none, zlib, zstd with ``--qemu``, Debian's 7.2; ``--qemu-new-methods``,
+default qpl and zstd, with ``--qemu-new``, by default the QEMU 10.0.13
+with QPL of shared/tools/qemu-10.0-qpl).  Time: from ``migrate`` until
 ``query-migrate`` says completed; bytes: counted by a relay in one more,
 untimed migration (every channel, the main one included).
 The destination's RAM file is compared with the image after each run.
@@ -15,10 +17,13 @@ receiving at the same time in one process (2 worker processes compress,
 packet until the receiver has every page; worker start excluded (as
 QEMU's process start is).
 
-Prints every median and the ratios the goals are about.
+Prints every median, the ratios, and issue 16's two goals for every qpl
+setting: A, <= 0.67x QEMU 7.2 zstd's time at <= 1.15x QEMU 7.2 zlib's
+wire bytes; B, <= 0.67x QEMU qpl's time with fewer bytes than QEMU qpl.
 
     python bench/vs_qemu.py [--image RAM] [--size 512MiB] [--runs 3]
                             [--qemu qemu-system-x86_64] [--qemu-new PATH]
+                            [--qemu-new-methods qpl,zstd]
 
 ``--image`` takes any raw guest RAM file, e.g. the ``mem-path`` file of a
 VM started with ``-object memory-backend-file,id=mem,size=512M,
