@@ -105,10 +105,10 @@ def main() -> None:
                                bench_report.ratio(f"{name} / {base} compress+decompress time", time_ratio)]
             print(line)
             work = n * block.page_size
-            cases += [bench_report.case(compress[name], work, wire_bytes=run.wire_bytes(), method="qpl"),
-                      bench_report.case(decompress[name], work, method="qpl")]
             compress[name].name = f"{name} compress"
             decompress[name].name = f"{name} decompress"
+            cases += [bench_report.case(compress[name], work, wire_bytes=run.wire_bytes(), method="qpl"),
+                      bench_report.case(decompress[name], work, method="qpl")]
         print("time: compress + decompress medians; the decoded guest matched the source for every setting")
         bench_report.write(args.json, bench=__file__, guest=what, params=args, cases=cases, ratios=ratios)
 
