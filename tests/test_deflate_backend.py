@@ -87,10 +87,11 @@ def packet_payload_pages(payload: bytes, n: int) -> list[bytes]:
     return [payload[int(end - length):int(end)] for end, length in zip(ends, lengths)]
 
 
-def test_packet_setting_shares_one_code_across_the_packet(rng):
+@pytest.mark.parametrize("page_size", [4096, 65536])
+def test_packet_setting_shares_one_code_across_the_packet(rng, page_size):
     """packet: one dynamic code per packet, in each page's own header; pages outside
     the histogram's sample (with bytes no sampled page has) still encode."""
-    page_size, n = 4096, 12
+    n = 12
     pages = [text_page(rng, page_size) for _ in range(n)]
     pages[1] = pages[1][:2048] + bytes(range(256)) * 4 + pages[1][3072:]  # page 1 is not sampled
     block = bytearray(b"".join(pages))
