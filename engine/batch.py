@@ -5,12 +5,18 @@ in shared memory, one worker process per channel (through the
 coordinator), and the channel sinks.  ``run_batch`` adds a receiver with
 destination RAM and drives precopy rounds: send a round's dirty batch, let
 the receiver read up to every channel's SYNC, verify byte for byte, next
-round.  Everything is released on every exit path, Ctrl-C included.
+round.  With in-memory channels the receiver reads while the workers still
+compress, as over TCP (a local socket pair per channel), so a round takes
+about the longer of send and receive, not their sum; file channels are
+read after the round is written.  Everything is released on every exit
+path, Ctrl-C included.
 """
 
 from __future__ import annotations
 
+import socket
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib import metadata
@@ -23,6 +29,7 @@ from engine.config import Config
 from engine.errors import ConfigError, ImageError, RamBlockError
 from engine.coordinator import Coordinator, CoordinatorSettings
 from engine.devices import receive_jobs, send_jobs
+from engine.net.transport import TcpSink, TcpSource
 from engine.ram import RamBlock
 from engine.receiver import Receiver
 from engine.report.run import Report, RoundReport
@@ -153,15 +160,29 @@ class Engine:
         self.close()
 
 
-def _receiver_for(engine: Engine, stack: ExitStack) -> Receiver:
+def socket_channels(count: int, stack: ExitStack) -> tuple[list[TcpSink], list[TcpSource]]:
+    """``count`` in-memory channels whose reading end blocks until bytes come
+    (a socket pair each), so a receiver can read while the sender writes."""
+    sinks, sources = [], []
+    for i in range(count):
+        out, into = socket.socketpair()
+        sinks.append(TcpSink(out, i, peer="local receiver"))
+        sources.append(TcpSource(into, i, peer="local sender"))
+        stack.callback(sources[-1].close)
+        stack.callback(sinks[-1].close)
+    return sinks, sources
+
+
+def _receiver_for(engine: Engine, stack: ExitStack, sources: list | None = None) -> Receiver:
     m = engine.config.migration
     dest = [stack.enter_context(RamBlock.create(b.name, b.size, b.page_size)) for b in engine.blocks]
-    sources = []
-    for sink in engine.sinks:
-        if isinstance(sink, MemoryChannel):
-            sources.append(sink)
-        else:
-            sources.append(FileSource(sink.path, sink.channel_id))
+    if sources is None:
+        sources = []
+        for sink in engine.sinks:
+            if isinstance(sink, MemoryChannel):
+                sources.append(sink)
+            else:
+                sources.append(FileSource(sink.path, sink.channel_id))
     jobs, _device = receive_jobs(engine.config, stack, len(sources))
     receiver = stack.enter_context(Receiver(dest, sources, method=m.method, page_size=m.page_size,
                                             compat=m.compat, uuid=bytes(16), jobs=jobs))
@@ -173,24 +194,34 @@ def run_batch(config: Config | None = None, *, progress: Progress | None = None)
     """Run the configured rounds end to end and return the report."""
     config = config or Config()
     with ExitStack() as stack:
-        engine = stack.enter_context(Engine(config))
+        overlapped = config.run.verify and config.sink.kind == "memory"
+        sinks, sources = (socket_channels(config.migration.channel_count, stack) if overlapped
+                          else (None, None))
+        engine = stack.enter_context(Engine(config, sinks=sinks))
         w = config.workload
         rounds = PrecopyRounds(engine.block, seed=w.seed, dirty_fraction=w.dirty_fraction,
                                hot_fraction=w.hot_fraction, hot_share=w.hot_share, mix=w.mix)
-        receiver = _receiver_for(engine, stack) if config.run.verify else None
+        receiver = _receiver_for(engine, stack, sources) if config.run.verify else None
+        receiving = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mfd-round"))
         report = Report(
             engine_version=engine_version(), codec=codec.codec_name(), method=config.migration.method,
             page_size=config.migration.page_size, channels=len(engine.sinks),
             qemu_version=config.migration.qemu_version, accelerator=[], config=config.as_dict())
         for index in range(config.run.rounds):
             batch = rounds.batch(index)
-            sent = engine.send(batch, round_index=index, progress=progress)
+            if overlapped:
+                sent, received_seconds = _overlapped_round(engine, receiver, receiving, sources,
+                                                           batch, index, progress)
+            else:
+                sent = engine.send(batch, round_index=index, progress=progress)
             entry = RoundReport(index, len(batch), sent.packets, sent.seconds,
                                 wire_bytes=sent.wire_bytes)
             if receiver is not None:
-                started = time.perf_counter()
-                receiver.receive_round()
-                entry.receive_seconds = time.perf_counter() - started
+                if not overlapped:
+                    started = time.perf_counter()
+                    receiver.receive_round()
+                    received_seconds = time.perf_counter() - started
+                entry.receive_seconds = received_seconds
                 result = receiver.verify(engine.blocks)
                 entry.mismatched_pages = result.mismatched_pages
                 entry.first_mismatch_offsets = result.first_offsets
@@ -201,3 +232,29 @@ def run_batch(config: Config | None = None, *, progress: Progress | None = None)
     if config.run.report:
         report.write_json(config.run.report)
     return report
+
+
+def _overlapped_round(engine: Engine, receiver: Receiver, receiving: ThreadPoolExecutor,
+                      sources: list[TcpSource], batch: np.ndarray, index: int,
+                      progress: Progress | None) -> tuple[RoundSend, float]:
+    """Send a round while the receiver reads it: (the send, seconds from the
+    round's start until the receiver has every channel's SYNC)."""
+    started = time.perf_counter()
+
+    def receive() -> float:
+        receiver.receive_round()
+        return time.perf_counter() - started
+
+    received: Future = receiving.submit(receive)
+    # a receiver that fails stops reading: closing its ends fails the sender's
+    # next write at once instead of leaving it blocked on a full channel
+    received.add_done_callback(lambda f: f.exception() and [s.close() for s in sources])
+    try:
+        sent = engine.send(batch, round_index=index, progress=progress)
+    except BaseException:
+        for sink in engine.sinks:
+            sink.close()                # the receiver sees the channels end
+        if received.exception() is not None:
+            raise received.exception() from None    # the cause, not the closed channel
+        raise
+    return sent, received.result()

@@ -57,7 +57,7 @@ class MigrationSettings:
     max_submit_retries: int = 3
     busy_policy: str = "fallback"
     qpl_library: str = ""           # libqpl to load; "" = $MFD_QPL_LIBRARY, then the search path
-    compression: str = "balanced"   # qpl software path: "fast" | "balanced" (COMPRESSION_SETTINGS)
+    compression: str = "balanced"   # qpl software path: "fast" | "balanced" | "packet" (COMPRESSION_SETTINGS)
     zlib_level: int = 1             # QEMU's multifd-zlib-level, 0..9
     zstd_level: int = 1             # QEMU's multifd-zstd-level, 0..20
 

@@ -1,4 +1,4 @@
-"""The software codec's library backend and its two compression settings.
+"""The software codec's library backend and its compression settings.
 
 Whatever library the build picked (``codec.codec_name()``), every page the
 engine emits must be a standard raw-DEFLATE stream that uses only 4 KiB of
@@ -81,6 +81,43 @@ def test_settings_trade_bytes_for_speed(rng):
     balanced.close()
 
 
+def packet_payload_pages(payload: bytes, n: int) -> list[bytes]:
+    """The page streams of a qpl payload (length table, then the data)."""
+    lengths = np.frombuffer(payload[:4 * n], dtype=">u4")
+    ends = 4 * n + np.cumsum(lengths)
+    return [payload[int(end - length):int(end)] for end, length in zip(ends, lengths)]
+
+
+@pytest.mark.parametrize("page_size", [4096, 65536])
+def test_packet_setting_shares_one_code_across_the_packet(rng, page_size):
+    """packet: one dynamic code per packet, in each page's own header; pages outside
+    the histogram's sample (with bytes no sampled page has) still encode."""
+    n = 12
+    pages = [text_page(rng, page_size) for _ in range(n)]
+    pages[1] = pages[1][:2048] + bytes(range(256)) * 4 + pages[1][3072:]  # page 1 is not sampled
+    block = bytearray(b"".join(pages))
+    indices = np.arange(n, dtype=np.uint64)
+    sizes = {}
+    for setting in ("fast", "packet"):
+        jobs = PageJobs(128, JobSettings(accelerator="software",
+                                         level=codec.COMPRESSION_SETTINGS[setting]))
+        slot = bytearray(4 * n + n * page_size)
+        size, stats = jobs.compress(block, page_size, indices, slot)
+        assert stats.compressed_pages == n
+        streams = packet_payload_pages(bytes(slot[:size]), n)
+        assert [inflate_4k(s) for s in streams] == pages
+        out = bytearray(len(block))
+        jobs.decompress(bytes(slot[:size]), indices, out, page_size)
+        assert out == block
+        jobs.close()
+        sizes[setting] = size
+        if setting == "packet" and codec.codec_libraries()[0] == "isal":
+            assert {s[0] >> 1 & 3 for s in streams} == {2}        # dynamic Huffman
+            assert len({s[:24] for s in streams}) == 1            # one header for all
+    if codec.codec_libraries()[0] == "isal":
+        assert sizes["packet"] < sizes["fast"]
+
+
 def test_decoder_keeps_the_receive_contract(rng):
     c = codec.SoftwareCodec()
     page = text_page(rng, 4096)
@@ -134,6 +171,8 @@ def test_compression_setting_in_config():
     fast = Config.from_dict({"migration": {"compression": "fast"}})
     assert fast.migration.jobs.level == codec.COMPRESSION_SETTINGS["fast"]
     assert Config().migration.jobs.level == codec.COMPRESSION_SETTINGS["balanced"]
+    packet = Config.from_dict({"migration": {"compression": "packet"}})
+    assert packet.migration.jobs.level == codec.COMPRESSION_SETTINGS["packet"]
     with pytest.raises(ConfigError) as info:
         Config.from_dict({"migration": {"compression": "best"}})
     assert info.value.key == "migration.compression"

@@ -294,3 +294,12 @@ def test_a_foreign_work_queue_is_refused_not_cast():
         assert 4 < size < 4 + 4096
     finally:
         software.close()
+
+
+def test_software_fallback_with_the_packet_setting():
+    """Pages the busy device hands to the fallback queue use the packet's code
+    (built lazily there, from the packet's pages): the run still verifies."""
+    report = run_batch(run_config(1, FAULTS["busy_storms"], compression="packet"))
+    t = report.totals()
+    assert report.verified is True
+    assert t["sw_fallbacks"] > 0 and t["sw_errors"] == 0

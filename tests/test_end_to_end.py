@@ -117,3 +117,26 @@ def test_verify_names_pages_that_differ():
             result = receiver.verify([src])
             assert result.mismatched_pages == 1
             assert result.first_offsets == {"ram0": [7 * 4096]}
+
+
+def test_a_failing_receiver_stops_an_overlapped_round(monkeypatch):
+    """The receiver reads while the workers send (memory channels are socket
+    pairs); when it fails, the sender, blocked on a full channel, must fail too
+    instead of waiting for ever, and the receiver's error is the one raised."""
+    from engine.receiver import Receiver as RealReceiver
+
+    def refuse(self):
+        raise RuntimeError("receiver refused the round")
+
+    monkeypatch.setattr(RealReceiver, "receive_round", refuse)
+    # method none, 4 MiB: far more than a socket pair buffers
+    with pytest.raises(RuntimeError, match="receiver refused the round"):
+        run_batch(small_config(migration={"method": "none", "channels": 2}, run={"rounds": 1}))
+
+
+def test_an_overlapped_round_reports_send_and_receive():
+    report = run_batch(small_config(run={"rounds": 2}))
+    assert report.verified is True
+    for r in report.rounds:
+        # the receiver started with the round and can only finish after the last SYNC
+        assert r.receive_seconds >= 0.9 * r.send_seconds

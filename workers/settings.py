@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 COMPRESSION_SETTINGS: dict[str, int] = {
     "fast": 0,       # MFD_SETTING_FAST: static Huffman codes, as IAA by default
     "balanced": 1,   # MFD_SETTING_BALANCED: level 1, a Huffman code fitted to each page
+    "packet": 2,     # MFD_SETTING_PACKET: one Huffman code per packet (ISA-L; else balanced)
 }
 
 # migration.busy_policy: what a page does after max_submit_retries busy answers

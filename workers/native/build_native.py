@@ -114,8 +114,10 @@ def choose_codecs(request: str) -> tuple[str, str]:
 CODECS = choose_codecs(os.environ.get("MFD_CODEC", "auto"))
 print(f"multifd-engine: software codec {CODECS[0]} (compress) / {CODECS[1]} (decompress)",
       file=sys.stderr)
+# the `packet` setting needs ISA-L's Huffman builder; without it, a stub
 CODEC_SOURCES = [os.path.join(NATIVE_DIR, name) for name in
-                 ("deflate_backend.c", f"deflate_{CODECS[0]}.c", f"inflate_{CODECS[1]}.c")]
+                 ("deflate_backend.c", f"deflate_{CODECS[0]}.c", f"inflate_{CODECS[1]}.c",
+                  "packet_huffman_isal.c" if CODECS[0] == "isal" else "packet_huffman_none.c")]
 CODEC_LIBS = [CODEC_LIBRARIES[n][1] for n in dict.fromkeys(CODECS) if n != "zlib"]
 
 

@@ -20,6 +20,7 @@
 #include "status.h"
 #include "pagecodec.h"
 #include "deflate_backend.h"
+#include "packet_huffman.h"
 
 #ifndef MFD_PACKAGE_VERSION
 #define MFD_PACKAGE_VERSION "unknown (not built by build_native.py)"
@@ -124,6 +125,7 @@ uint32_t mfd_find_zero_pages(const uint8_t *block, uint64_t block_len,
 struct mfd_sw {
     mfd_deflater *def;
     mfd_inflater *inf;
+    mfd_packet_huffman *packet;     /* setting packet with ISA-L, else NULL */
 };
 
 mfd_sw *mfd_sw_new(int level, int window_bits)
@@ -131,10 +133,14 @@ mfd_sw *mfd_sw_new(int level, int window_bits)
     mfd_sw *sw = calloc(1, sizeof *sw);
     if (!sw)
         return NULL;
-    /* level is the compression setting: MFD_SETTING_FAST or _BALANCED */
-    sw->def = mfd_deflater_new(level, window_bits);
+    /* level is the compression setting: MFD_SETTING_FAST, _BALANCED or
+     * _PACKET (balanced where the build has no ISA-L) */
+    int per_packet = level == MFD_SETTING_PACKET;
+    sw->def = mfd_deflater_new(per_packet ? MFD_SETTING_BALANCED : level, window_bits);
     sw->inf = mfd_inflater_new();
-    if (!sw->def || !sw->inf) {
+    if (per_packet && mfd_packet_huffman_available())
+        sw->packet = mfd_packet_huffman_new(window_bits);
+    if (!sw->def || !sw->inf || (per_packet && mfd_packet_huffman_available() && !sw->packet)) {
         mfd_sw_free(sw);
         return NULL;
     }
@@ -147,6 +153,7 @@ void mfd_sw_free(mfd_sw *sw)
         return;
     mfd_deflater_free(sw->def);
     mfd_inflater_free(sw->inf);
+    mfd_packet_huffman_free(sw->packet);
     free(sw);
 }
 
@@ -155,7 +162,22 @@ int mfd_sw_compress_page(mfd_sw *sw, const uint8_t *in, uint32_t in_len,
 {
     if (!sw)
         return MFD_E_PARAM;
+    if (sw->packet)
+        return mfd_packet_huffman_page(sw->packet, in, in_len, out, cap, out_len);
     return mfd_deflater_page(sw->def, in, in_len, out, cap, out_len);
+}
+
+void mfd_sw_begin_packet(mfd_sw *sw, const uint8_t *block, uint32_t page_size,
+                         const uint64_t *pages, uint32_t n)
+{
+    if (sw)
+        mfd_packet_huffman_begin(sw->packet, block, page_size, pages, n);
+}
+
+void mfd_sw_end_packet(mfd_sw *sw)
+{
+    if (sw)
+        mfd_packet_huffman_end(sw->packet);
 }
 
 /* inflate one page; *produced gets the bytes written (may be < page_size) */
@@ -272,6 +294,12 @@ static int wq_ok(const mfd_workqueue *wq)
     return wq && wq->submit && wq->wait;
 }
 
+/* a software queue's codec (whose setting may want the whole packet), or NULL */
+static mfd_sw *software_codec(const mfd_workqueue *wq)
+{
+    return wq->submit == swq_submit ? wq->ctx : NULL;
+}
+
 /*
  * Submit job to wq; on MFD_BUSY retry up to max_retries times (without
  * limit with MFD_BUSY_RETRY).  Returns the last submit answer.
@@ -349,6 +377,8 @@ int mfd_qpl_send_packet(mfd_job *jobs, mfd_workqueue *wq, mfd_workqueue *fallbac
     const int hw = wq->is_hardware != 0;
     uint8_t *data = slot + table;
     uint64_t t0 = now_ns();
+    mfd_sw_begin_packet(software_codec(wq), block, page_size, pages, normal_num);
+    mfd_sw_begin_packet(software_codec(fallback), block, page_size, pages, normal_num);
 
     /* submit phase: job i compresses page i into data slot i */
     for (uint32_t i = 0; i < normal_num; i++) {
@@ -421,6 +451,8 @@ int mfd_qpl_send_packet(mfd_job *jobs, mfd_workqueue *wq, mfd_workqueue *fallbac
         wr_be32(slot + 4 * (uint64_t)i, len);
         off += len;
     }
+    mfd_sw_end_packet(software_codec(wq));
+    mfd_sw_end_packet(software_codec(fallback));
 
     *payload_len = table + off;
     stats->normal_pages += normal_num;

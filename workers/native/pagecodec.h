@@ -21,6 +21,7 @@
 /* compression settings of the software path (the `level` arguments) */
 #define MFD_SETTING_FAST     0  /* static Huffman codes (IAA's default): fastest */
 #define MFD_SETTING_BALANCED 1  /* level 1: a Huffman code fitted to each page */
+#define MFD_SETTING_PACKET   2  /* one Huffman code per packet (ISA-L; else balanced) */
 
 #define MFD_BUSY_FALLBACK 0     /* after max_retries busy answers: software */
 #define MFD_BUSY_RETRY    1     /* keep retrying (QPL v6 series behaviour) */
@@ -103,6 +104,12 @@ void mfd_sw_free(mfd_sw *sw);
  * MFD_MORE_OUTPUT (did not fit) or MFD_E_DEFLATE */
 int mfd_sw_compress_page(mfd_sw *sw, const uint8_t *in, uint32_t in_len,
                          uint8_t *out, uint32_t cap, uint32_t *out_len);
+/* setting packet: the pages the next compressions on sw belong to (one
+ * Huffman code for all of them), until mfd_sw_end_packet; other settings
+ * ignore both */
+void mfd_sw_begin_packet(mfd_sw *sw, const uint8_t *block, uint32_t page_size,
+                         const uint64_t *pages, uint32_t n);
+void mfd_sw_end_packet(mfd_sw *sw);
 /* inflate one page: MFD_OK only if the stream ends, all input is used and
  * exactly page_size bytes come out */
 int mfd_sw_decompress_page(mfd_sw *sw, const uint8_t *in, uint32_t in_len,

@@ -7,8 +7,10 @@
 
 #include "status.h"
 #include "pagecodec.h"
-#include "deflate_backend.h"
 #include "rawloop.h"
+
+/* the engine's default packet: what setting packet fits one code to */
+#define MFD_RAW_PACKET_PAGES 128
 
 int mfd_raw_compress_pages(int setting, const uint8_t *block, uint64_t block_len,
                            uint32_t page_size, const uint64_t *pages, uint32_t n,
@@ -16,21 +18,27 @@ int mfd_raw_compress_pages(int setting, const uint8_t *block, uint64_t block_len
 {
     if (!out_bytes || page_size < 2 || (n > 0 && (!block || !pages)))
         return MFD_E_PARAM;
-    if (setting != MFD_SETTING_FAST && setting != MFD_SETTING_BALANCED)
+    if (setting != MFD_SETTING_FAST && setting != MFD_SETTING_BALANCED &&
+        setting != MFD_SETTING_PACKET)
         return MFD_E_PARAM;
     *out_bytes = 0;
     uint64_t npages = block_len / page_size;
     for (uint32_t i = 0; i < n; i++)
         if (pages[i] >= npages)
             return MFD_E_PAGE_RANGE;
-    mfd_deflater *d = mfd_deflater_new(setting, 12);
+    mfd_sw *sw = mfd_sw_new(setting, 12);
     uint8_t *scratch = malloc(page_size);
-    int status = d && scratch ? MFD_OK : MFD_E_NOMEM;
+    int status = sw && scratch ? MFD_OK : MFD_E_NOMEM;
     uint64_t total = 0;
     for (uint32_t i = 0; i < n && status == MFD_OK; i++) {
         uint32_t len = 0;
-        int st = mfd_deflater_page(d, block + pages[i] * page_size, page_size,
-                                   scratch, page_size - 1, &len);
+        if (i % MFD_RAW_PACKET_PAGES == 0) {
+            uint32_t left = n - i;
+            mfd_sw_begin_packet(sw, block, page_size, pages + i,
+                                left < MFD_RAW_PACKET_PAGES ? left : MFD_RAW_PACKET_PAGES);
+        }
+        int st = mfd_sw_compress_page(sw, block + pages[i] * page_size, page_size,
+                                      scratch, page_size - 1, &len);
         if (st == MFD_OK)
             total += len;
         else if (st == MFD_MORE_OUTPUT)
@@ -39,7 +47,7 @@ int mfd_raw_compress_pages(int setting, const uint8_t *block, uint64_t block_len
             status = st;
     }
     free(scratch);
-    mfd_deflater_free(d);
+    mfd_sw_free(sw);
     *out_bytes = total;
     return status;
 }

@@ -12,7 +12,8 @@
  * mfd_raw_compress_pages: compress pages[0..n) of `block` one after the
  * other, each as its own stream into one page of scratch (cap page_size - 1,
  * as the qpl method), with the same backend and setting as the software
- * work queue.  *out_bytes = the sum of compressed sizes, page_size for a
+ * work queue (setting packet: one code per 128 pages in order, the
+ * engine's default packet).  *out_bytes = the sum of compressed sizes, page_size for a
  * page that did not shrink.  MFD_OK, MFD_E_PARAM, MFD_E_NOMEM,
  * MFD_E_PAGE_RANGE or MFD_E_DEFLATE.
  */
