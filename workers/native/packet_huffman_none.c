@@ -3,6 +3,7 @@
  * (see packet_huffman.h): not available, so the caller compresses `packet`
  * as `balanced`.
  */
+#include <stddef.h>
 #include <stdint.h>
 
 #include "packet_huffman.h"
