@@ -130,10 +130,11 @@ class ChannelReader:
         return init
 
     def _setup(self) -> None:
-        sizes = None if self.lenient else {name: b.size for name, b in self.blocks.items()}
+        # lenient: blocks we hold are range-checked, others go to scratch
+        sizes = {name: b.size for name, b in self.blocks.items()}
         self._decoder = wire.HeaderDecoder(channel=self.channel, page_size=self.page_size,
                                            method_flag=self.method.flag, compat=self.compat,
-                                           blocks=sizes)
+                                           blocks=sizes, other_blocks=self.lenient)
         self._state = self.method.recv_setup(MethodParams(self.channel, self.page_size, self._jobs))
 
     def next_packet(self) -> PacketInfo | None:

@@ -122,27 +122,48 @@ def pack(message: Message) -> bytes:
 
 
 def unpack(body: bytes) -> Message:
-    """One frame's message; ControlError if it is not one of ours."""
+    """One frame's message; ControlError for anything that is not exactly one of ours."""
     try:
         item = msgpack.unpackb(body, raw=False, strict_map_key=True)
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise errors.ControlError(f"undecodable control frame: {exc}", field="frame") from None
-    if not isinstance(item, list) or not item or item[0] not in _TYPES:
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several kinds on bad input
+        raise errors.ControlError(f"undecodable control frame: {type(exc).__name__}",
+                                  field="frame") from None
+    if not isinstance(item, list) or not item or not _is_int(item[0]) or item[0] not in _TYPES:
         kind = item[0] if isinstance(item, list) and item else item
         raise errors.ControlError("unknown control message", field="kind", got=repr(kind)[:40])
     cls, values = _TYPES[item[0]], item[1:]
     types = _FIELD_TYPES[cls]
-    if len(values) != len(types) or not all(isinstance(v, t) for v, t in zip(values, types)):
+    if len(values) != len(types) or not all(_is_a(v, t) for v, t in zip(values, types)):
         raise errors.ControlError(f"malformed {cls.__name__} message", field=cls.__name__,
                                   got=repr(values)[:80])
     if cls is Hello:
         values[-1] = _blocks(values[-1])
+    if cls in (End, Result) and not _is_digests(values[-1]):
+        raise errors.ControlError(f"malformed digests in {cls.__name__}", field="digests",
+                                  got=repr(values[-1])[:80])
     return cls(*values)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_a(value: Any, types: type | tuple[type, ...]) -> bool:
+    """isinstance, except that a bool is not an int (msgpack keeps them apart)."""
+    wanted = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool):
+        return bool in wanted
+    return isinstance(value, wanted)
+
+
+def _is_digests(raw: Any) -> bool:
+    return isinstance(raw, dict) and all(isinstance(k, str) and isinstance(v, bytes)
+                                         for k, v in raw.items())
 
 
 def _blocks(raw: list) -> list[tuple[str, int]]:
     if not all(isinstance(b, list) and len(b) == 2 and isinstance(b[0], str)
-               and isinstance(b[1], int) for b in raw):
+               and _is_int(b[1]) for b in raw):
         raise errors.ControlError("malformed RAM block list", field="blocks", got=repr(raw)[:80])
     return [(name, size) for name, size in raw]
 

@@ -308,7 +308,10 @@ def _serve_rounds(channel: ControlChannel, receiver: Receiver, report: ReceiveRe
             raise errors.ControlError("expected the next Round or End", field="kind",
                                       got=repr(message)[:80], expected=f"Round {len(report.rounds)}")
         started = time.perf_counter()
-        packets = receiver.receive_round()
+        try:
+            packets = receiver.receive_round()
+        except (errors.BarrierError, errors.TruncatedStream) as exc:
+            raise _channel_end_cause(channel, exc) from exc
         flush = channel.expect(control.Flush, end_timeout)
         if flush.index != message.index:
             raise errors.ControlError("flush for another round", field="index",
@@ -316,6 +319,25 @@ def _serve_rounds(channel: ControlChannel, receiver: Receiver, report: ReceiveRe
         seconds = time.perf_counter() - started
         channel.send(control.Synced(message.index, packets, seconds))
         report.rounds.append(ReceivedRound(message.index, message.pages, packets, seconds))
+
+
+def _channel_end_cause(channel: ControlChannel, exc: errors.WireError) -> errors.EngineError:
+    """Why a data channel ended mid-round: the sender's death or reason, else ``exc``.
+
+    A sender that is killed closes every connection at once; its data
+    channels then end early, which alone would look like bad input.
+    """
+    try:
+        for _ in range(16):    # the round's Flush may come first
+            message = channel.receive(0.5)
+            if isinstance(message, control.Error):
+                return errors.PeerFailed(f"{message.error}: {message.message}", peer=channel.peer)
+    except errors.PeerClosed:
+        return errors.PeerClosed(f"the sender went away mid-round ({exc.reason})",
+                                 channel=exc.channel, peer=channel.peer)
+    except errors.EngineError:
+        pass
+    return exc
 
 
 def session_problem(hello: control.Hello, config: Config) -> str | None:
