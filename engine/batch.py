@@ -10,6 +10,7 @@ round.  Everything is released on every exit path, Ctrl-C included.
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import numpy as np
 
 from engine.channels import ChannelSink, FileSink, FileSource, MemoryChannel, NullSink
 from engine.config import Config
+from engine.errors import ConfigError
+from engine.net import budget
 from engine.coordinator import Coordinator, CoordinatorSettings
 from engine.devices import receive_jobs, send_jobs
 from engine.ram import RamBlock
@@ -51,6 +54,25 @@ def make_source_block(config: Config) -> RamBlock:
         block.close()
         raise
     return block
+
+
+def check_fits(config: Config, *, receiver: bool) -> None:
+    """ConfigError (``workload.size``) if the run cannot fit this host's memory now.
+
+    Checked before anything is allocated: past /dev/shm's capacity the
+    run would fail part-way, past the memory limit it would be OOM-killed.
+    """
+    w = config.workload
+    if w.source == "synthetic":
+        size, key = w.size, "workload.size"
+    elif not w.image.endswith(".zst"):
+        size, key = os.path.getsize(w.image), "workload.image"
+    else:
+        return                                   # the size is known only once unpacked
+    problem = budget.run_problem(size, verify=receiver,
+                                 memory_sink=receiver and config.sink.kind == "memory")
+    if problem is not None:
+        raise ConfigError(key, problem)
 
 
 def make_sinks(config: Config) -> list[ChannelSink]:
@@ -162,6 +184,7 @@ def _receiver_for(engine: Engine, stack: ExitStack) -> Receiver:
 def run_batch(config: Config | None = None, *, progress: Progress | None = None) -> Report:
     """Run the configured rounds end to end and return the report."""
     config = config or Config()
+    check_fits(config, receiver=config.run.verify)
     with ExitStack() as stack:
         engine = stack.enter_context(Engine(config))
         w = config.workload

@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from engine import errors, methods, wire
-from engine.net import control
-from engine.batch import Engine, Progress, engine_version, make_source_block
+from engine.net import budget, control
+from engine.batch import Engine, Progress, check_fits, engine_version, make_source_block
 from engine.config import Config
 from engine.net.control import ControlChannel
 from engine.ram import RamBlock
@@ -74,6 +74,7 @@ def send_migration(config: Config, to: Address | str, *, progress: Progress | No
     """
     address = _as_address(to)
     t = config.transport
+    check_fits(config, receiver=False)
     with ExitStack() as stack:
         sock = connect(address, timeout=t.connect_timeout, stall_timeout=t.stall_timeout)
         channel = ControlChannel(sock, peer=str(address))
@@ -355,6 +356,9 @@ def session_problem(hello: control.Hello, config: Config) -> str | None:
         return f"{hello.channels} channels (1..255 allowed)"
     if m.channels != "auto" and hello.channels != m.channel_count:
         return f"{hello.channels} channels, this receiver is configured for {m.channel_count}"
+    if m.channels == "auto" and hello.channels > budget.MAX_AUTO_CHANNELS:
+        return (f"{hello.channels} channels, a receiver with channels = \"auto\" takes at most "
+                f"{budget.MAX_AUTO_CHANNELS}")
     try:
         compat = wire.Compat.parse(hello.qemu_version)
     except ValueError:
@@ -363,7 +367,10 @@ def session_problem(hello: control.Hello, config: Config) -> str | None:
         return f"a QEMU {compat} stream, this receiver is configured for QEMU {m.compat}"
     if hello.method not in methods.names() or not compat.supports(methods.get(hello.method).flag):
         return f"method {hello.method!r} with QEMU {compat}"
-    return _blocks_problem(hello.blocks, hello.page_size)
+    t = config.transport
+    return _blocks_problem(hello.blocks, hello.page_size) or budget.session_memory_problem(
+        sum(size for _, size in hello.blocks), hello.channels, hello.method, hello.page_size,
+        max_ram=t.max_ram, decoder_limit=t.decoder_budget)
 
 
 def _blocks_problem(blocks: list[tuple[str, int]], page_size: int) -> str | None:
@@ -378,8 +385,4 @@ def _blocks_problem(blocks: list[tuple[str, int]], page_size: int) -> str | None
             return f"RAM block name {name[:40]!r} (1..255 bytes, no NUL)"
         if size <= 0 or size % page_size:
             return f"RAM block {name!r} of {size} bytes (a positive multiple of {page_size})"
-    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    total = sum(size for _, size in blocks)
-    if total > memory:
-        return f"{total} bytes of RAM blocks, this machine has {memory}"
     return None
