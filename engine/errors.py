@@ -224,6 +224,10 @@ class SessionRefused(TransportError):
     """The two ends disagree on the session (method, page size, channels, ...)."""
 
 
+class AuthenticationFailed(TransportError):
+    """The peer did not prove it holds the session's pre-shared key or a trusted certificate."""
+
+
 class ControlError(WireError):
     """The control connection carried bytes that are not our protocol."""
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import time
 import uuid as uuidlib
 from contextlib import ExitStack, contextmanager
@@ -44,7 +45,10 @@ from engine.ram import RamBlock
 from engine.receiver import Receiver
 from engine.report.run import NORMAL, QUIET, VERBOSE, Report, RoundReport
 from engine.report.schema import envelope, machine_facts, now, write_report
+from engine.net.auth import SessionAuth, listen_problem
+from engine.net.session import TOKEN_BYTES, SessionGate, open_data_channel
 from engine.net.transport import Address, Listener, RecordingSource, TcpSink, TcpSource, connect
+from engine.peer_text import printable
 from engine.workloads import PrecopyRounds
 from workers import codec
 
@@ -75,33 +79,38 @@ def send_migration(config: Config, to: Address | str, *, progress: Progress | No
     address = _as_address(to)
     t = config.transport
     check_fits(config, receiver=False)
+    auth = SessionAuth.from_settings(t)
     with ExitStack() as stack:
         sock = connect(address, timeout=t.connect_timeout, stall_timeout=t.stall_timeout)
+        sock = auth.client_socket(sock, address.host, t.handshake_timeout)
         channel = ControlChannel(sock, peer=str(address))
         stack.callback(channel.close)
+        channel.send_magic()
+        auth.prove_sender(channel, t.stall_timeout)
         with _peer_reason(channel):
-            return _send(config, address, channel, stack, progress)
+            return _send(config, address, channel, auth, stack, progress)
 
 
-def _send(config: Config, address: Address, channel: ControlChannel, stack: ExitStack,
-          progress: Progress | None) -> Report:
+def _send(config: Config, address: Address, channel: ControlChannel, auth: SessionAuth,
+          stack: ExitStack, progress: Progress | None) -> Report:
     t, m = config.transport, config.migration
     block = stack.enter_context(make_source_block(config))
     session = uuidlib.uuid4().bytes
     hello = control.Hello(control.VERSION, session, m.page_size, m.method, m.channel_count,
                           str(m.compat), [(block.name, block.size)])
-    channel.send_magic()
     channel.send(hello)
     reply = channel.receive(t.stall_timeout)
     if isinstance(reply, control.Refuse):
-        raise errors.SessionRefused(f"the receiver refused the session: {reply.reason}",
+        raise errors.SessionRefused(f"the receiver refused the session: {printable(reply.reason)}",
                                     peer=str(address))
+    if isinstance(reply, control.Error):
+        raise control.peer_failed(reply, str(address))
     if not isinstance(reply, control.Ready):
         raise errors.ControlError("expected Ready", field="kind", got=type(reply).__name__)
     sinks = []
     for i in range(hello.channels):
-        sock = connect(address, timeout=t.connect_timeout, stall_timeout=t.stall_timeout, channel=i)
-        sinks.append(TcpSink(sock, i, peer=str(address)))
+        sock = open_data_channel(address, auth, reply.token, t, i)
+        sinks.append(TcpSink(sock, i, peer=str(address), packet_deadline=t.packet_deadline))
         stack.callback(sinks[-1].close)
     engine = stack.enter_context(Engine(config, blocks=[block], sinks=sinks, uuid=session))
     report = Report(engine_version=engine_version(), codec=codec.codec_name(), method=m.method,
@@ -156,7 +165,7 @@ def _peer_failure(channel: ControlChannel, exc: BaseException) -> errors.PeerFai
     peer = channel.peer_error(0.5)
     if peer is None:
         return None
-    return errors.PeerFailed(f"{peer.error}: {peer.message}", peer=channel.peer)
+    return control.peer_failed(peer, channel.peer)
 
 
 # ---------------------------------------------------------------- receiver
@@ -183,6 +192,7 @@ class ReceiveReport:
     rounds: list[ReceivedRound] = field(default_factory=list)
     receive_channels: list[dict[str, Any]] = field(default_factory=list)
     digests_match: bool | None = None
+    dropped_connections: int = 0    # connections that never joined (scanners, failed authentication)
     config: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=now)
     machine: dict[str, Any] = field(default_factory=dict)
@@ -223,41 +233,49 @@ class ReceiveReport:
 
 def receive_migration(config: Config, listen: Address | str, *,
                       on_listening: Callable[[Address], None] | None = None,
-                      record_dir: str | os.PathLike | None = None) -> ReceiveReport:
+                      record_dir: str | os.PathLike | None = None,
+                      insecure: bool = False) -> ReceiveReport:
     """Receive one migration on ``listen``; returns what arrived and the verdict.
 
     ``on_listening`` is called with the bound address (port 0 picks one)
     before the first accept.  ``record_dir`` keeps every data channel's
     bytes as ``channel-<id>.mfd`` (for ``multifd-engine inspect``).
+    Without ``transport.psk_file`` or TLS, only a loopback address is
+    allowed unless ``insecure`` (docs/security.md).
     """
     t = config.transport
+    address = _as_address(listen)
+    auth = SessionAuth.from_settings(t)
+    problem = listen_problem(address.host, auth, insecure)
+    if problem is not None:
+        raise errors.ConfigError("transport.psk_file", problem)
     with ExitStack() as stack:
-        listener = Listener(_as_address(listen))
+        listener = Listener(address)
         stack.callback(listener.close)
         if on_listening is not None:
             on_listening(listener.address)
-        sock, peer = listener.accept(timeout=t.accept_timeout, stall_timeout=t.stall_timeout,
-                                     what="sender")
-        channel = ControlChannel(sock, peer=peer)
+        gate = SessionGate(listener, auth, t)
+        channel, hello = gate.sender()
         stack.callback(channel.close)
         with _peer_reason(channel):
-            return _receive(config, listener, channel, stack, record_dir)
+            report = _receive(config, gate, channel, hello, stack, record_dir)
+            report.dropped_connections = gate.dropped.count
+            return report
 
 
-def _receive(config: Config, listener: Listener, channel: ControlChannel, stack: ExitStack,
-             record_dir: str | os.PathLike | None) -> ReceiveReport:
+def _receive(config: Config, gate: SessionGate, channel: ControlChannel, hello: control.Hello,
+             stack: ExitStack, record_dir: str | os.PathLike | None) -> ReceiveReport:
     t, m = config.transport, config.migration
-    channel.expect_magic(t.stall_timeout)
-    hello = channel.expect(control.Hello, t.stall_timeout)
     problem = session_problem(hello, config)
     if problem is not None:
         channel.send(control.Refuse(problem))
         raise errors.SessionRefused(f"refused the sender's session: {problem}", peer=channel.peer)
     dest = [stack.enter_context(RamBlock.create(name, size, hello.page_size))
             for name, size in hello.blocks]
-    channel.send(control.Ready())
-    sources = _accept_channels(listener, hello.channels, t, channel.peer, record_dir, stack)
-    listener.close()
+    token = secrets.token_bytes(TOKEN_BYTES)
+    channel.send(control.Ready(token))
+    sources = _data_sources(gate.channels(hello.channels, token), t, record_dir, stack)
+    gate.listener.close()
     receiver = stack.enter_context(Receiver(
         dest, sources, method=hello.method, page_size=hello.page_size,
         compat=wire.Compat.parse(hello.qemu_version), uuid=hello.uuid, jobs=m.jobs))
@@ -268,38 +286,31 @@ def _receive(config: Config, listener: Listener, channel: ControlChannel, stack:
     report = ReceiveReport(engine_version(), channel.peer, hello.method, hello.page_size,
                            hello.channels, hello.qemu_version, list(hello.blocks),
                            config=config.as_dict(), machine=machine_facts())
-    _serve_rounds(channel, receiver, report, t.stall_timeout + _digest_allowance(hello.blocks))
+    _serve_rounds(channel, receiver, report, t.stall_timeout + _digest_allowance(hello.blocks),
+                  round_deadline=t.round_deadline)
     report.receive_channels = receiver.counters()
     return report
 
 
-def _accept_channels(listener: Listener, count: int, t: Any, peer: str,
-                     record_dir: str | os.PathLike | None, stack: ExitStack) -> list:
-    """Exactly ``count`` data connections, then none more."""
-    deadline = time.monotonic() + t.connect_timeout
+def _data_sources(connections: list, t: Any, record_dir: str | os.PathLike | None,
+                  stack: ExitStack) -> list:
     sources: list = []
-    for index in range(count):
-        left = max(deadline - time.monotonic(), 0.001)
-        sock, addr = listener.accept(timeout=left, stall_timeout=t.stall_timeout,
-                                     what=f"data channel ({index} of {count} connected)")
-        source: Any = TcpSource(sock, index, peer=addr)
+    for index, (sock, addr) in enumerate(connections):
+        source: Any = TcpSource(sock, index, peer=addr, packet_deadline=t.packet_deadline)
         if record_dir is not None:
             source = RecordingSource(source, record_dir, index)
         stack.callback(source.close)
         sources.append(source)
-    if listener.pending():
-        raise errors.BadInitPacket(f"more connections than the session's {count} channels",
-                                   field="connections", got=count + 1, expected=count)
     return sources
 
 
 def _serve_rounds(channel: ControlChannel, receiver: Receiver, report: ReceiveReport,
-                  end_timeout: float) -> None:
+                  end_timeout: float, *, round_deadline: float) -> None:
     """Rounds until End: each round's channels up to SYNC, then its flush."""
     while True:
         message = channel.receive(end_timeout)
         if isinstance(message, control.Error):
-            raise errors.PeerFailed(f"{message.error}: {message.message}", peer=channel.peer)
+            raise control.peer_failed(message, channel.peer)
         if isinstance(message, control.End):
             digests = block_digests(receiver.blocks)
             report.digests_match = message.digests == digests
@@ -309,6 +320,7 @@ def _serve_rounds(channel: ControlChannel, receiver: Receiver, report: ReceiveRe
             raise errors.ControlError("expected the next Round or End", field="kind",
                                       got=repr(message)[:80], expected=f"Round {len(report.rounds)}")
         started = time.perf_counter()
+        _set_round_end(receiver, time.monotonic() + round_deadline)
         try:
             packets = receiver.receive_round()
         except (errors.BarrierError, errors.TruncatedStream) as exc:
@@ -322,6 +334,13 @@ def _serve_rounds(channel: ControlChannel, receiver: Receiver, report: ReceiveRe
         report.rounds.append(ReceivedRound(message.index, message.pages, packets, seconds))
 
 
+def _set_round_end(receiver: Receiver, ends: float) -> None:
+    for reader in receiver.readers:
+        source = reader.source
+        tcp = source.source if isinstance(source, RecordingSource) else source
+        tcp.round_ends = ends
+
+
 def _channel_end_cause(channel: ControlChannel, exc: errors.WireError) -> errors.EngineError:
     """Why a data channel ended mid-round: the sender's death or reason, else ``exc``.
 
@@ -332,7 +351,7 @@ def _channel_end_cause(channel: ControlChannel, exc: errors.WireError) -> errors
         for _ in range(16):    # the round's Flush may come first
             message = channel.receive(0.5)
             if isinstance(message, control.Error):
-                return errors.PeerFailed(f"{message.error}: {message.message}", peer=channel.peer)
+                return control.peer_failed(message, channel.peer)
     except errors.PeerClosed:
         return errors.PeerClosed(f"the sender went away mid-round ({exc.reason})",
                                  channel=exc.channel, peer=channel.peer)

@@ -12,7 +12,11 @@ Nothing waits forever:
 * accepting gives up after its timeout;
 * every read and write waits at most ``stall_timeout`` for progress (the
   socket timeout), so a peer that stops reading or sending, or vanishes,
-  becomes ``ChannelStalled`` / ``PeerClosed`` instead of a hang.
+  becomes ``ChannelStalled`` / ``PeerClosed`` instead of a hang;
+* a peer that keeps making a little progress (one byte a second) is cut
+  off too: a packet's header or payload must arrive whole within
+  ``packet_deadline`` of its first byte, a packet be taken whole within
+  ``packet_deadline``, and a round end by ``round_ends`` (set per round).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,16 +110,6 @@ class Listener:
         _tune(sock, stall_timeout)
         return sock, f"{peer[0]}:{peer[1]}"
 
-    def pending(self) -> bool:
-        """Whether a connection is waiting to be accepted (checked without waiting)."""
-        self._sock.settimeout(0.0)
-        try:
-            sock, _ = self._sock.accept()
-        except (BlockingIOError, TimeoutError, socket.timeout):
-            return False
-        sock.close()
-        return True
-
     def close(self) -> None:
         self._sock.close()
 
@@ -122,21 +117,30 @@ class Listener:
 class TcpSink:
     """A data channel's sending end: vectored writes, each stall bounded."""
 
-    def __init__(self, sock: socket.socket, channel_id: int, *, peer: str = "") -> None:
+    def __init__(self, sock: socket.socket, channel_id: int, *, peer: str = "",
+                 packet_deadline: float | None = None) -> None:
         self.channel_id = channel_id
         self.peer = peer
         self.bytes_written = 0
         self._sock: socket.socket | None = sock
         self._timeout = sock.gettimeout() or 0.0
+        self._deadline = packet_deadline
 
     def write(self, *buffers) -> None:
         if self._sock is None:
             raise ValueError(f"channel {self.channel_id}: sink is closed")
         views = [memoryview(b).cast("B") for b in buffers if len(b)]
+        ends = None if self._deadline is None else time.monotonic() + self._deadline
         while views:
             try:
-                done = self._sock.sendmsg(views)
+                self._sock.settimeout(_wait(self._timeout, ends))
+                done = _send_views(self._sock, views)
             except (TimeoutError, socket.timeout):
+                if ends is not None and time.monotonic() >= ends:
+                    raise errors.ChannelStalled(
+                        f"the peer ({self.peer}) took less than a packet in {self._deadline:g} s "
+                        "(transport.packet_deadline)", channel=self.channel_id, side="write",
+                        seconds=self._deadline) from None
                 raise errors.ChannelStalled(
                     f"the peer ({self.peer}) took no bytes for {self._timeout:g} s",
                     channel=self.channel_id, side="write", seconds=self._timeout) from None
@@ -154,35 +158,71 @@ class TcpSink:
 class TcpSource:
     """A data channel's receiving end: fills caller buffers, each stall bounded."""
 
-    def __init__(self, sock: socket.socket, channel_id: int, *, peer: str = "") -> None:
+    def __init__(self, sock: socket.socket, channel_id: int, *, peer: str = "",
+                 packet_deadline: float | None = None) -> None:
         self.channel_id = channel_id
         self.peer = peer
         self._sock: socket.socket | None = sock
         self._timeout = sock.gettimeout() or 0.0
+        self._deadline = packet_deadline
+        self.round_ends: float | None = None     # time.monotonic() the current round must end by
 
     def readinto(self, view: memoryview) -> int:
         if self._sock is None:
             raise ValueError(f"channel {self.channel_id}: source is closed")
         view = memoryview(view).cast("B")
-        got = 0
+        got, packet_ends = 0, None
         while got < len(view):
+            ends = min((t for t in (packet_ends, self.round_ends) if t is not None), default=None)
             try:
+                self._sock.settimeout(_wait(self._timeout, ends))
                 n = self._sock.recv_into(view[got:])
             except (TimeoutError, socket.timeout):
-                raise errors.ChannelStalled(
-                    f"the peer ({self.peer}) sent no bytes for {self._timeout:g} s",
-                    channel=self.channel_id, side="read", seconds=self._timeout) from None
+                raise self._stalled(ends) from None
             except OSError as exc:
                 raise _closed(exc, self.channel_id, self.peer) from None
             if n == 0:
                 break
+            if got == 0 and self._deadline is not None:
+                packet_ends = time.monotonic() + self._deadline
             got += n
         return got
+
+    def _stalled(self, ends: float | None) -> errors.ChannelStalled:
+        if ends is None or time.monotonic() < ends:
+            return errors.ChannelStalled(f"the peer ({self.peer}) sent no bytes for "
+                                         f"{self._timeout:g} s", channel=self.channel_id,
+                                         side="read", seconds=self._timeout)
+        if ends == self.round_ends:
+            return errors.ChannelStalled(f"the peer ({self.peer}) did not finish the round in "
+                                         "time (transport.round_deadline)",
+                                         channel=self.channel_id, side="read", seconds=0.0)
+        return errors.ChannelStalled(f"the peer ({self.peer}) sent less than a packet in "
+                                     f"{self._deadline:g} s (transport.packet_deadline)",
+                                     channel=self.channel_id, side="read",
+                                     seconds=self._deadline or 0.0)
 
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _wait(stall_timeout: float, ends: float | None) -> float:
+    """The socket timeout of the next call: the stall timeout, or less before a deadline."""
+    if ends is None:
+        return stall_timeout
+    left = ends - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return min(stall_timeout, left)
+
+
+def _send_views(sock: socket.socket, views: list[memoryview]) -> int:
+    """Bytes taken by one send: vectored on a plain socket (TLS sockets have no sendmsg)."""
+    if isinstance(sock, ssl.SSLSocket):
+        return sock.send(views[0])
+    return sock.sendmsg(views)
 
 
 def _closed(exc: OSError, channel: int | None, peer: str) -> errors.EngineError:
