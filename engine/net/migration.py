@@ -81,6 +81,8 @@ def send_migration(config: Config, to: Address | str, *, progress: Progress | No
     check_fits(config, receiver=False)
     auth = SessionAuth.from_settings(t)
     with ExitStack() as stack:
+        # the block first: the receiver gives a new connection only handshake_timeout
+        block = stack.enter_context(make_source_block(config))
         sock = connect(address, timeout=t.connect_timeout, stall_timeout=t.stall_timeout)
         sock = auth.client_socket(sock, address.host, t.handshake_timeout)
         channel = ControlChannel(sock, peer=str(address))
@@ -88,13 +90,12 @@ def send_migration(config: Config, to: Address | str, *, progress: Progress | No
         channel.send_magic()
         auth.prove_sender(channel, t.stall_timeout)
         with _peer_reason(channel):
-            return _send(config, address, channel, auth, stack, progress)
+            return _send(config, address, channel, auth, block, stack, progress)
 
 
 def _send(config: Config, address: Address, channel: ControlChannel, auth: SessionAuth,
-          stack: ExitStack, progress: Progress | None) -> Report:
+          block: RamBlock, stack: ExitStack, progress: Progress | None) -> Report:
     t, m = config.transport, config.migration
-    block = stack.enter_context(make_source_block(config))
     session = uuidlib.uuid4().bytes
     hello = control.Hello(control.VERSION, session, m.page_size, m.method, m.channel_count,
                           str(m.compat), [(block.name, block.size)])

@@ -188,6 +188,14 @@ class TcpSource:
             got += n
         return got
 
+    def abort(self) -> None:
+        """Wake a read blocked on this socket (another channel failed the round)."""
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def _stalled(self, ends: float | None) -> errors.ChannelStalled:
         if ends is None or time.monotonic() < ends:
             return errors.ChannelStalled(f"the peer ({self.peer}) sent no bytes for "
@@ -251,6 +259,9 @@ class RecordingSource:
         got = self.source.readinto(view)
         self._file.write(memoryview(view).cast("B")[:got])
         return got
+
+    def abort(self) -> None:
+        self.source.abort()
 
     def name_by_channel(self, channel_id: int) -> None:
         target = self._dir / channel_file_name(channel_id)
