@@ -211,6 +211,9 @@ def run_batch(config: Config | None = None, *, progress: Progress | None = None)
         engine.fill_report(report)
         if receiver is not None:
             report.receive_channels = receiver.counters()
+        for sink in engine.sinks:
+            if isinstance(sink, FileSink):
+                sink.finish()
     if config.run.report:
         report.write_json(config.run.report)
     return report

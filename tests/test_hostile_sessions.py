@@ -44,15 +44,16 @@ def config(channels: int = 1, **transport) -> Config:
 class Receiver:
     """``receive_migration`` on loopback in a thread."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, **kwargs) -> None:
         self._address: queue.Queue = queue.Queue()
         self._outcome: queue.Queue = queue.Queue()
-        threading.Thread(target=self._run, args=(cfg,), daemon=True).start()
+        threading.Thread(target=self._run, args=(cfg, kwargs), daemon=True).start()
         self.address: Address = self._address.get(timeout=10)
 
-    def _run(self, cfg: Config) -> None:
+    def _run(self, cfg: Config, kwargs: dict) -> None:
         try:
-            self._outcome.put(receive_migration(cfg, "127.0.0.1:0", on_listening=self._address.put))
+            self._outcome.put(receive_migration(cfg, "127.0.0.1:0", on_listening=self._address.put,
+                                                **kwargs))
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             self._outcome.put(exc)
 
@@ -140,19 +141,20 @@ def test_strangers_are_counted_when_no_sender_comes():
 
 # --------------------------------------------------------------- deadlines
 
-def _joined(rx: Receiver) -> tuple[control.ControlChannel, list[socket.socket]]:
-    link = control.ControlChannel(connect(rx.address, control.MAGIC))
+def joined(address: Address) -> tuple[control.ControlChannel, list[socket.socket]]:
+    """A hand-made sender of a 2-channel session, its data channels connected."""
+    link = control.ControlChannel(connect(address, control.MAGIC))
     link.send(control.Hello(control.VERSION, b"S" * 16, PAGE, "none", 2, "10.0",
                             [("pc.ram", 256 * PAGE)]))
     token = link.expect(control.Ready, 5).token
-    socks = [connect(rx.address, DATA_MAGIC + token + wire.InitPacket(b"S" * 16, i).encode())
+    socks = [connect(address, DATA_MAGIC + token + wire.InitPacket(b"S" * 16, i).encode())
              for i in range(2)]
     return link, socks
 
 
 def test_a_dripping_data_channel_is_cut_off_by_the_packet_deadline():
     rx = Receiver(config(channels=2, packet_deadline=1.0, stall_timeout=5.0))
-    link, socks = _joined(rx)
+    link, socks = joined(rx.address)
     try:
         link.send(control.Round(0, 1))
         started = time.monotonic()
@@ -170,7 +172,7 @@ def test_a_dripping_data_channel_is_cut_off_by_the_packet_deadline():
 
 def test_a_round_that_never_ends_is_cut_off_by_the_round_deadline():
     rx = Receiver(config(channels=2, round_deadline=1.0, stall_timeout=5.0))
-    link, socks = _joined(rx)
+    link, socks = joined(rx.address)
     try:
         link.send(control.Round(0, 1))
         started = time.monotonic()
@@ -187,7 +189,7 @@ def test_a_round_that_never_ends_is_cut_off_by_the_round_deadline():
 def test_a_dripping_control_frame_is_cut_off():
     """Once the session is up, a control frame must come whole within its timeout."""
     rx = Receiver(config(channels=2, stall_timeout=1.0))
-    link, socks = _joined(rx)
+    link, socks = joined(rx.address)
     frame = control.pack(control.Round(0, 1))
     try:
         started = time.monotonic()

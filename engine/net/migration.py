@@ -269,6 +269,7 @@ def _receive(config: Config, gate: SessionGate, channel: ControlChannel, hello: 
     t, m = config.transport, config.migration
     problem = session_problem(hello, config)
     if problem is not None:
+        problem = printable(problem)      # it quotes the sender's own strings
         channel.send(control.Refuse(problem))
         raise errors.SessionRefused(f"refused the sender's session: {problem}", peer=channel.peer)
     dest = [stack.enter_context(RamBlock.create(name, size, hello.page_size))
@@ -289,6 +290,9 @@ def _receive(config: Config, gate: SessionGate, channel: ControlChannel, hello: 
                            config=config.as_dict(), machine=machine_facts())
     _serve_rounds(channel, receiver, report, t.stall_timeout + _digest_allowance(hello.blocks),
                   round_deadline=t.round_deadline)
+    for reader in receiver.readers:
+        if isinstance(reader.source, RecordingSource):
+            reader.source.finish()
     report.receive_channels = receiver.counters()
     return report
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import errors
-from engine.channels import _advance, channel_file_name
+from engine.channels import _advance, channel_file_name, partial_name, settle
 
 _RETRY_REFUSED = 0.05   # seconds between attempts while the listener is not up yet
 
@@ -244,7 +244,9 @@ class RecordingSource:
 
     ``recv --record DIR`` keeps what arrived on each data channel, so it can
     be read again with ``multifd-engine inspect``.  The file is named after
-    the accept order until ``name_by_channel`` knows the channel id.
+    the accept order until ``name_by_channel`` knows the channel id, and is
+    ``.partial`` until the session ends cleanly (``finish``, then ``close``);
+    an aborted session leaves it ``.aborted``.
     """
 
     def __init__(self, source: TcpSource, directory: str | os.PathLike, index: int) -> None:
@@ -252,8 +254,10 @@ class RecordingSource:
         self.channel_id = source.channel_id
         self._dir = Path(directory)
         self._dir.mkdir(parents=True, exist_ok=True)
-        self.path = self._dir / f"connection-{index}.mfd"
+        self.final_path = self._dir / f"connection-{index}.mfd"
+        self.path = partial_name(self.final_path)
         self._file = open(self.path, "wb")
+        self._complete = False
 
     def readinto(self, view: memoryview) -> int:
         got = self.source.readinto(view)
@@ -264,10 +268,16 @@ class RecordingSource:
         self.source.abort()
 
     def name_by_channel(self, channel_id: int) -> None:
-        target = self._dir / channel_file_name(channel_id)
+        self.final_path = self._dir / channel_file_name(channel_id)
+        target = partial_name(self.final_path)
         os.replace(self.path, target)
         self.path = target
 
+    def finish(self) -> None:
+        self._complete = True
+
     def close(self) -> None:
-        self._file.close()
+        if not self._file.closed:
+            self._file.close()
+            self.path = settle(self.path, self.final_path, self._complete)
         self.source.close()
