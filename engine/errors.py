@@ -168,6 +168,14 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.text}"""'
 
 
+class EngineBusy(EngineError):
+    """An Engine was called while another thread's call on it was still running.
+
+    An Engine serves one call at a time; a second concurrent call is
+    refused at once rather than queued (use one Engine per thread).
+    """
+
+
 class VerifyError(EngineError):
     """Destination RAM differs from the source after a round."""
 
