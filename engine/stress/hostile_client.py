@@ -6,9 +6,9 @@ first sees a stranger connect to the same port, ahead of the real channels:
 
 * ``scan``: a port scanner's connect-and-close;
 * ``garbage``: an HTTP request;
-* ``wrong_token``: the data-channel opening with a token of its own and a
+* ``token``: the data-channel opening with a wrong token of its own and a
   valid init packet behind it (a would-be hijack);
-* ``control_frame``: the 7-byte control frame that once crashed ``recv``;
+* ``frame``: the 7-byte control frame that once crashed ``recv``;
 * ``short``: four bytes of the opening, then close.
 
 The receiver must drop it (counted) and the migration must go on unharmed:
@@ -24,12 +24,12 @@ from engine import wire
 from engine.net.session import DATA_MAGIC, TOKEN_BYTES
 from engine.net.transport import Address
 
-HOSTILE_KINDS = ("scan", "garbage", "wrong_token", "control_frame", "short")
+HOSTILE_KINDS = ("scan", "garbage", "token", "frame", "short")
 
 _OPENINGS = {
     "scan": b"",
     "garbage": b"GET / HTTP/1.1\r\nHost: mfd\r\n\r\n",
-    "control_frame": b"MFDC\x00\x00\x00\x03\x91\x91\x00",
+    "frame": b"MFDC\x00\x00\x00\x03\x91\x91\x00",
     "short": DATA_MAGIC,
 }
 
@@ -38,7 +38,7 @@ def attack(address: Address, kind: str) -> socket.socket:
     """Connect to ``address`` and send ``kind``'s bytes; the caller closes the socket."""
     sock = socket.create_connection((address.host, address.port), timeout=5)
     try:
-        if kind == "wrong_token":
+        if kind == "token":
             sock.sendall(DATA_MAGIC + secrets.token_bytes(TOKEN_BYTES)
                          + wire.InitPacket(bytes(16), 0).encode())
         else:
