@@ -306,3 +306,13 @@ def test_a_key_that_does_not_match_its_certificate_is_a_config_error(pki):
                  tls_ca=str(pki / "ca.pem"))
     with pytest.raises(errors.ConfigError, match="transport.tls_key"):
         send_migration(bad, "127.0.0.1:1")
+
+
+@pytest.mark.parametrize("receiver_mode", ["psk", "tls"])
+def test_a_sender_without_authentication_is_told_what_is_missing(tmp_path, pki, receiver_mode):
+    cfg = (config(psk_file=_psk(tmp_path, "k"), accept_timeout=1.0) if receiver_mode == "psk"
+           else tls(pki, "receiver", accept_timeout=1.0))
+    rx = Receiver(cfg)
+    with pytest.raises(errors.SessionRefused, match="pre-shared key .* or TLS"):
+        send_migration(config(stall_timeout=3.0), rx.address)
+    assert isinstance(rx.result(), errors.ConnectFailed)

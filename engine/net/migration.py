@@ -100,7 +100,7 @@ def _send(config: Config, address: Address, channel: ControlChannel, auth: Sessi
     hello = control.Hello(control.VERSION, session, m.page_size, m.method, m.channel_count,
                           str(m.compat), [(block.name, block.size)])
     channel.send(hello)
-    reply = channel.receive(t.stall_timeout)
+    reply = _first_reply(channel, auth, t.stall_timeout)
     if isinstance(reply, control.Refuse):
         raise errors.SessionRefused(f"the receiver refused the session: {printable(reply.reason)}",
                                     peer=str(address))
@@ -137,6 +137,17 @@ def _send(config: Config, address: Address, channel: ControlChannel, auth: Sessi
     report.final_digests_match = bool(result.ok and result.digests == digests)
     engine.fill_report(report)
     return report
+
+
+def _first_reply(channel: ControlChannel, auth: SessionAuth, timeout: float) -> control.Message:
+    """The receiver's answer to Hello; a receiver that wants authentication we lack says so."""
+    try:
+        return channel.receive(timeout)
+    except (errors.PeerClosed, errors.ControlError) as exc:
+        if auth.mode != "none" or getattr(exc, "field", "length") != "length":
+            raise
+        raise errors.SessionRefused(f"{exc}; does the receiver expect a pre-shared key "
+                                    "(transport.psk_file) or TLS?", peer=channel.peer) from exc
 
 
 @contextmanager
