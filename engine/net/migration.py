@@ -239,6 +239,9 @@ class ReceiveReport:
             lines += [""] + [f"channel {c['channel']}: " + ", ".join(f"{k} {v}" for k, v in c.items()
                                                                      if k != "channel")
                              for c in self.receive_channels]
+        if self.dropped_connections:
+            lines += ["", f"dropped {self.dropped_connections} connection(s) that never joined "
+                          "the session (see docs/security.md)"]
         lines += ["", f"final digests: {verdict}"]
         return "\n".join(lines)
 
