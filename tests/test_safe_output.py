@@ -18,8 +18,8 @@ from engine.net import control
 from engine.net.migration import send_migration
 from engine.net.transport import Address, Listener
 from engine.peer_text import printable
-from tests.test_hostile_sessions import Receiver, joined
-from tests.test_hostile_sessions import config as session_config
+from test_hostile_sessions import Receiver, joined  # tests/ is on sys.path (pytest)
+from test_hostile_sessions import config as session_config
 
 pytestmark = pytest.mark.usefixtures("no_shm_leak")
 
