@@ -49,7 +49,8 @@ def make_certificates(d: Path) -> None:
         (d / f"{end}.ext").write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
                                       "extendedKeyUsage=serverAuth,clientAuth\n"
                                       "subjectAltName=IP:127.0.0.1\n")
-        _openssl(d, "req", *ec, "-keyout", f"{end}.key", "-out", f"{end}.csr", "-subj", f"/CN={end}")
+        _openssl(d, "req", *ec, "-keyout", f"{end}.key", "-out", f"{end}.csr",
+                 "-subj", f"/CN={end}")
         _openssl(d, "x509", "-req", "-in", f"{end}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
                  "-CAcreateserial", "-out", f"{end}.pem", "-days", "2", "-extfile", f"{end}.ext")
 

@@ -243,11 +243,13 @@ def _validate_transport(t: TransportSettings) -> None:
                               f"got {getattr(t, key)}")
     for key in ("max_ram", "decoder_budget"):
         if getattr(t, key) < 0:
-            raise ConfigError(f"transport.{key}", f"must be bytes >= 0 (0 = auto), got {getattr(t, key)}")
+            raise ConfigError(f"transport.{key}",
+                              f"must be bytes >= 0 (0 = auto), got {getattr(t, key)}")
     tls = [k for k in ("tls_cert", "tls_key", "tls_ca") if getattr(t, k)]
     if tls and len(tls) != 3:
         missing = sorted({"tls_cert", "tls_key", "tls_ca"} - set(tls))
-        raise ConfigError(f"transport.{missing[0]}", "mutual TLS needs tls_cert, tls_key and tls_ca")
+        raise ConfigError(f"transport.{missing[0]}",
+                          "mutual TLS needs tls_cert, tls_key and tls_ca")
     if tls and t.psk_file:
         raise ConfigError("transport.psk_file", "choose one: a pre-shared key or TLS, not both")
     # the files are read when a session starts (engine.net.auth), naming the key if unusable

@@ -38,8 +38,9 @@ def main(args: argparse.Namespace) -> int:
     def show(channel, info) -> None:
         if not args.summary:
             kind = "SYNC" if info.is_sync else ""
+            block = printable(info.ramblock, 64) or "-"
             print(f"ch{channel.channel} packet {info.packet_num:>6} flags {info.flags:#04x} "
-                  f"{printable(info.ramblock, 64) or '-':<24} normal {info.normal_pages:>4} zero {info.zero_pages:>4} "
+                  f"{block:<24} normal {info.normal_pages:>4} zero {info.zero_pages:>4} "
                   f"payload {info.payload_size:>8} {kind}")
 
     result = inspect_channels(args.files, page_size=args.page_size, method=args.method,
