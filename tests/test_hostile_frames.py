@@ -9,7 +9,6 @@ of being a wire error.
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import msgpack
