@@ -14,19 +14,22 @@ path, Ctrl-C included.
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from engine.channels import ChannelSink, FileSink, FileSource, MemoryChannel, NullSink
 from engine.config import Config
-from engine.errors import ConfigError, ImageError, RamBlockError
+from engine.errors import ConfigError, EngineBusy, ImageError, RamBlockError
+from engine.net import budget
 from engine.coordinator import Coordinator, CoordinatorSettings
 from engine.devices import receive_jobs, send_jobs
 from engine.net.transport import TcpSink, TcpSource
@@ -70,6 +73,25 @@ def make_source_block(config: Config) -> RamBlock:
     return block
 
 
+def check_fits(config: Config, *, receiver: bool) -> None:
+    """ConfigError (``workload.size``) if the run cannot fit this host's memory now.
+
+    Checked before anything is allocated: past /dev/shm's capacity the
+    run would fail part-way, past the memory limit it would be OOM-killed.
+    """
+    w = config.workload
+    if w.source == "synthetic":
+        size, key = w.size, "workload.size"
+    elif not w.image.endswith(".zst"):
+        size, key = os.path.getsize(w.image), "workload.image"
+    else:
+        return                                   # the size is known only once unpacked
+    problem = budget.run_problem(size, verify=receiver,
+                                 memory_sink=receiver and config.sink.kind == "memory")
+    if problem is not None:
+        raise ConfigError(key, problem)
+
+
 def make_sinks(config: Config) -> list[ChannelSink]:
     count, kind = config.migration.channel_count, config.sink.kind
     if kind == "file":
@@ -94,6 +116,11 @@ class Engine:
     goes into every init packet (all zero, as QEMU without ``-uuid``, when
     not given).  ``after_dispatch`` is a fault-injection hook (see
     ``CoordinatorSettings``).
+
+    One call at a time: ``send``, ``fill_report`` and ``close`` called
+    while another thread is inside one of them raise ``EngineBusy`` at
+    once (the coordinator's pipes and counters are not shared between
+    threads); use one Engine per thread.
     """
 
     def __init__(self, config: Config | None = None, *, blocks: Sequence[RamBlock] | None = None,
@@ -102,6 +129,7 @@ class Engine:
                  after_dispatch: Callable[[int, int, int, int], None] | None = None) -> None:
         self.config = config or Config()
         self._stack = ExitStack()
+        self._in_use = threading.Lock()
         try:
             if blocks is None:
                 blocks = [self._stack.enter_context(make_source_block(self.config))]
@@ -130,6 +158,11 @@ class Engine:
     def send(self, pages: np.ndarray, *, block: int = 0, round_index: int = 0,
              progress: Progress | None = None) -> RoundSend:
         """Send one round's dirty pages of ``block``, then SYNC every channel."""
+        with self._one_call("send"):
+            return self._send(pages, block, round_index, progress)
+
+    def _send(self, pages: np.ndarray, block: int, round_index: int,
+              progress: Progress | None) -> RoundSend:
         self.coordinator.timeline.mark_round(round_index)
         written = self.coordinator.bytes_written()
         started = time.perf_counter()
@@ -140,8 +173,22 @@ class Engine:
         return RoundSend(packets, time.perf_counter() - started,
                          self.coordinator.bytes_written() - written)
 
+    @contextmanager
+    def _one_call(self, what: str) -> Iterator[None]:
+        if not self._in_use.acquire(blocking=False):
+            raise EngineBusy(f"Engine.{what} called while another thread is inside this Engine; "
+                             "an Engine serves one call at a time (use one Engine per thread)")
+        try:
+            yield
+        finally:
+            self._in_use.release()
+
     def fill_report(self, report: Report) -> None:
         """Put the send side's counters, timeline, page sizes and machine facts into ``report``."""
+        with self._one_call("fill_report"):
+            self._fill_report(report)
+
+    def _fill_report(self, report: Report) -> None:
         report.send_channels = self.coordinator.channel_counters()
         report.accelerator = [c["accelerator"] for c in report.send_channels]
         if self.device is not None:
@@ -151,7 +198,8 @@ class Engine:
         report.machine = machine_facts(report.send_channels)
 
     def close(self) -> None:
-        self._stack.close()
+        with self._one_call("close"):
+            self._stack.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -193,6 +241,7 @@ def _receiver_for(engine: Engine, stack: ExitStack, sources: list | None = None)
 def run_batch(config: Config | None = None, *, progress: Progress | None = None) -> Report:
     """Run the configured rounds end to end and return the report."""
     config = config or Config()
+    check_fits(config, receiver=config.run.verify)
     with ExitStack() as stack:
         overlapped = config.run.verify and config.sink.kind == "memory"
         sinks, sources = (socket_channels(config.migration.channel_count, stack) if overlapped
@@ -229,6 +278,9 @@ def run_batch(config: Config | None = None, *, progress: Progress | None = None)
         engine.fill_report(report)
         if receiver is not None:
             report.receive_channels = receiver.counters()
+        for sink in engine.sinks:
+            if isinstance(sink, FileSink):
+                sink.finish()
     if config.run.report:
         report.write_json(config.run.report)
     return report

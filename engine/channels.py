@@ -7,6 +7,11 @@ fill caller-owned buffers (``readinto``) so payloads land where they are
 decoded.
 
 Sinks:   FileSink (``<dir>/channel-<id>.mfd``), MemoryChannel, NullSink.
+
+A channel file is written as ``<name>.partial`` and gets its final name
+only when the run that wrote it calls ``finish()`` and closes it; one that
+is closed without (an error, Ctrl-C, SIGTERM) becomes ``<name>.aborted``,
+so an interrupted stream never looks complete to ``inspect``.
 Sources: FileSource, MemoryChannel (one object is both ends of an
          in-process channel).
 """
@@ -46,15 +51,39 @@ def channel_file_name(channel_id: int) -> str:
     return f"channel-{channel_id}.mfd"
 
 
+def partial_name(final: Path) -> Path:
+    return final.with_name(final.name + ".partial")
+
+
+def settle(current: Path, final: Path, complete: bool) -> Path:
+    """Move a finished output to ``final``, an unfinished one to ``<final>.aborted``."""
+    target = final if complete else final.with_name(final.name + ".aborted")
+    try:
+        os.replace(current, target)
+    except FileNotFoundError:
+        return current
+    return target
+
+
 class FileSink:
-    """Append a channel's bytes to ``<dir>/channel-<id>.mfd`` with writev."""
+    """Append a channel's bytes to ``<dir>/channel-<id>.mfd`` with writev.
+
+    ``path`` is where the bytes are now: the ``.partial`` name until
+    ``finish()`` and ``close()``, then the final (or ``.aborted``) one.
+    """
 
     def __init__(self, directory: str | os.PathLike, channel_id: int) -> None:
         self.channel_id = channel_id
-        self.path = Path(directory) / channel_file_name(channel_id)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.final_path = Path(directory) / channel_file_name(channel_id)
+        self.final_path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = partial_name(self.final_path)
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self.bytes_written = 0
+        self._complete = False
+
+    def finish(self) -> None:
+        """The stream is complete: ``close`` gives it its final name."""
+        self._complete = True
 
     def write(self, *buffers) -> None:
         if self._fd is None:
@@ -69,6 +98,7 @@ class FileSink:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+            self.path = settle(self.path, self.final_path, self._complete)
 
 
 def _advance(views: list[memoryview], done: int) -> list[memoryview]:

@@ -9,7 +9,11 @@ Exit status (``engine.exit_codes``): 0 success; 1 verification failed
 malformed channel stream, or a report file that is not ours); 4 the engine
 failed (a worker died or reported an error); 5 the peer or the connection
 failed (TCP migration: not connected in time, closed, stalled, refused, or
-the peer reported an error); 130 interrupted (Ctrl-C).
+the peer reported an error); 128 + the signal when stopped: 130 Ctrl-C
+(SIGINT), 143 SIGTERM, 129 SIGHUP, each after the same clean-up.
+
+Every command first removes the shared-memory segments that killed
+processes of ours left in /dev/shm (``engine.ram.remove_stale_segments``).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from engine import errors
+from engine import errors, signals
 from engine.commands import COMMANDS
 from engine.exit_codes import EXIT_ENGINE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_PEER, EXIT_USAGE
+from engine.ram import remove_stale_segments
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="multifd-engine",
         description="Compress and move guest memory pages as QEMU's multifd migration does.",
         epilog="exit status: 0 ok, 1 verify failed, 2 bad usage/config, 3 bad input, "
-               "4 engine failed, 5 peer/connection failed, 130 interrupted")
+               "4 engine failed, 5 peer/connection failed, 128+signal stopped (130 Ctrl-C, "
+               "143 SIGTERM, 129 SIGHUP)")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
@@ -37,11 +43,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "clean_stale_at_start", True):   # doctor shows them instead
+        remove_stale_segments()
     try:
-        return args.handler(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        with signals.stop_signals_as_interrupts():
+            return args.handler(args)
+    except KeyboardInterrupt as exc:
+        print(f"interrupted{f' ({exc})' if isinstance(exc, signals.Stopped) else ''}",
+              file=sys.stderr)
+        return signals.exit_status(exc)
     except (errors.ConfigError, errors.RamBlockError, errors.ImageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

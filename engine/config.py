@@ -88,6 +88,15 @@ class TransportSettings:
     connect_timeout: float = 10.0   # establish a connection (the sender retries while refused)
     accept_timeout: float = 120.0   # the receiver waits this long for a sender to connect
     stall_timeout: float = 30.0     # a read, write or SYNC barrier without progress this long fails
+    handshake_timeout: float = 5.0  # a new connection's opening (TLS, PSK, magic, Hello, token)
+    packet_deadline: float = 60.0   # one packet header or payload arrives whole within this
+    round_deadline: float = 3600.0  # one round: every channel up to its SYNC
+    max_ram: int = 0                # bytes of RAM blocks a sender may make us reserve; 0 = auto
+    decoder_budget: int = 0         # bytes of decoders over all channels; 0 = auto
+    psk_file: str = ""              # pre-shared key: HMAC challenge-response, per-session token
+    tls_cert: str = ""              # mutual TLS: this end's certificate (PEM) ...
+    tls_key: str = ""               # ... its private key (PEM) ...
+    tls_ca: str = ""                # ... and the CA that signed the peer's
 
 
 @dataclass(frozen=True)
@@ -114,7 +123,7 @@ class Config:
             workload=_workload(data.get("workload", {})),
             migration=_section(MigrationSettings, "migration", data.get("migration", {})),
             sink=_section(SinkSettings, "sink", data.get("sink", {})),
-            transport=_section(TransportSettings, "transport", data.get("transport", {})),
+            transport=_transport(data.get("transport", {})),
             stress=StressSettings.from_dict(data.get("stress", {})),
             emulator=_emulator(data.get("emulator", {})),
         )
@@ -205,6 +214,34 @@ def _workload(data: dict[str, Any]) -> WorkloadSettings:
     return WorkloadSettings(**{**settings.__dict__, **extra})
 
 
+def _transport(data: dict[str, Any]) -> TransportSettings:
+    data = dict(data)
+    sizes = {key: parse_size(f"transport.{key}", data.pop(key))
+             for key in ("max_ram", "decoder_budget") if key in data}
+    settings = _section(TransportSettings, "transport", data)
+    return TransportSettings(**{**settings.__dict__, **sizes})
+
+
+def _validate_transport(t: TransportSettings) -> None:
+    for key in ("connect_timeout", "accept_timeout", "stall_timeout", "handshake_timeout",
+                "packet_deadline", "round_deadline"):
+        if not 0 < getattr(t, key) <= 86400:
+            raise ConfigError(f"transport.{key}", f"must be seconds in (0, 86400], "
+                              f"got {getattr(t, key)}")
+    for key in ("max_ram", "decoder_budget"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"transport.{key}",
+                              f"must be bytes >= 0 (0 = auto), got {getattr(t, key)}")
+    tls = [k for k in ("tls_cert", "tls_key", "tls_ca") if getattr(t, k)]
+    if tls and len(tls) != 3:
+        missing = sorted({"tls_cert", "tls_key", "tls_ca"} - set(tls))
+        raise ConfigError(f"transport.{missing[0]}",
+                          "mutual TLS needs tls_cert, tls_key and tls_ca")
+    if tls and t.psk_file:
+        raise ConfigError("transport.psk_file", "choose one: a pre-shared key or TLS, not both")
+    # the files are read when a session starts (engine.net.auth), naming the key if unusable
+
+
 def _emulator(data: dict[str, Any]) -> EmulatorSettings:
     data = dict(data)
     faults = data.pop("faults", {})
@@ -287,10 +324,7 @@ def _validate(c: Config) -> None:
             levels = method.levels
             raise ConfigError(f"migration.{method.name}_level", f"must be {levels.start}.."
                               f"{levels.stop - 1} (as QEMU's multifd-{method.name}-level), got {level}")
-    for key in ("connect_timeout", "accept_timeout", "stall_timeout"):
-        if not 0 < getattr(c.transport, key) <= 86400:
-            raise ConfigError(f"transport.{key}", f"must be seconds in (0, 86400], "
-                              f"got {getattr(c.transport, key)}")
+    _validate_transport(c.transport)
     _choice("sink.kind", c.sink.kind, SINKS)
     if c.sink.kind == "null" and c.run.verify:
         raise ConfigError("run.verify", "a null sink keeps no bytes to verify; "

@@ -184,6 +184,14 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.text}"""'
 
 
+class EngineBusy(EngineError):
+    """An Engine was called while another thread's call on it was still running.
+
+    An Engine serves one call at a time; a second concurrent call is
+    refused at once rather than queued (use one Engine per thread).
+    """
+
+
 class VerifyError(EngineError):
     """Destination RAM differs from the source after a round."""
 
@@ -238,6 +246,10 @@ class PeerFailed(TransportError):
 
 class SessionRefused(TransportError):
     """The two ends disagree on the session (method, page size, channels, ...)."""
+
+
+class AuthenticationFailed(TransportError):
+    """The peer did not prove it holds the session's pre-shared key or a trusted certificate."""
 
 
 class ControlError(WireError):

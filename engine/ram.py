@@ -49,7 +49,8 @@ import numpy as np
 
 from engine.errors import EngineError, RamBlockError
 
-__all__ = ["SharedSegment", "RamBlockSpec", "RamBlock", "SHM_DIR", "remove_stale_segments"]
+__all__ = ["SharedSegment", "RamBlockSpec", "RamBlock", "SHM_DIR", "remove_stale_segments",
+           "stale_segments"]
 
 SHM_DIR = "/dev/shm"
 _NAME_PREFIX = "mfd-"
@@ -211,32 +212,40 @@ def _check_segment_size(size: Any) -> int:
     return size
 
 
-def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
-    """Unlink ``mfd-<pid>-...`` segments whose creating process no longer runs.
+def stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
+    """Names of ``mfd-<pid>-...`` segments whose creating process no longer runs.
 
-    For clean-up after a run was killed (SIGKILL, SIGTERM: no finalizers
-    run).  Only meaningful when /dev/shm is not shared with another PID
-    namespace.  Returns the names removed.
+    Only meaningful when /dev/shm is not shared with another PID namespace
+    (a PID from another namespace looks dead here).
     """
-    removed = []
     try:
         names = os.listdir(shm_dir)
     except FileNotFoundError:
-        return removed
-    for name in sorted(names):
-        match = _STALE_NAME.match(name)
-        if not match:
-            continue
-        pid = int(match.group(1))
-        if pid == os.getpid():
-            continue
-        try:
-            os.kill(pid, 0)
-            continue  # alive
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # alive, someone else's
+        return []
+    return [name for name in sorted(names)
+            if (match := _STALE_NAME.match(name)) and _creator_gone(int(match.group(1)))]
+
+
+def _creator_gone(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
+
+
+def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
+    """Unlink the :func:`stale_segments`; returns the names removed.
+
+    For clean-up after a run was killed (SIGKILL: no finalizers run).
+    Every command calls it at start; ``multifd-engine doctor --clean`` too.
+    """
+    removed = []
+    for name in stale_segments(shm_dir):
         try:
             os.unlink(os.path.join(shm_dir, name))
             removed.append(name)

@@ -22,7 +22,7 @@ does not hold (it decodes their pages into scratch and counts them).
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -130,10 +130,11 @@ class ChannelReader:
         return init
 
     def _setup(self) -> None:
-        sizes = None if self.lenient else {name: b.size for name, b in self.blocks.items()}
+        # lenient: blocks we hold are range-checked, others go to scratch
+        sizes = {name: b.size for name, b in self.blocks.items()}
         self._decoder = wire.HeaderDecoder(channel=self.channel, page_size=self.page_size,
                                            method_flag=self.method.flag, compat=self.compat,
-                                           blocks=sizes)
+                                           blocks=sizes, other_blocks=self.lenient)
         self._state = self.method.recv_setup(MethodParams(self.channel, self.page_size, self._jobs))
 
     def next_packet(self) -> PacketInfo | None:
@@ -280,8 +281,20 @@ class Receiver:
         return sum(self._on_every_channel(ChannelReader.read_until_sync))
 
     def _on_every_channel(self, step: Callable[[ChannelReader], int]) -> list[int]:
+        """``step`` on every channel in parallel; the first error ends the others' waits.
+
+        A source that can be aborted (a socket) is, so a round with one bad
+        channel fails now, not after the others' stall timeouts.
+        """
         futures = [self._pool.submit(step, r) for r in self.readers]
-        results, first_error = [], None
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f in done and f.exception() is not None]
+        if failed:
+            for reader in self.readers:
+                abort = getattr(reader.source, "abort", None)
+                if abort is not None:
+                    abort()
+        results, first_error = [], failed[0].exception() if failed else None
         for future in futures:
             try:
                 results.append(future.result())

@@ -14,18 +14,23 @@ from engine.errors import ConfigError
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|K|M|G)?\s*$")
 _UNITS = {None: 1, "B": 1, "K": 1 << 10, "KiB": 1 << 10, "M": 1 << 20, "MiB": 1 << 20,
           "G": 1 << 30, "GiB": 1 << 30}
+MAX_SIZE = 1 << 50     # bytes; far above any guest, far below what overflows a C size_t
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 _SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600}
 
 
 def parse_size(key: str, value: Any) -> int:
-    """Bytes from an int or a string like "256MiB"."""
+    """Bytes from an int or a string like "256MiB"; at most MAX_SIZE."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = _SIZE.match(value) if isinstance(value, str) else None
-    if not match:
-        raise ConfigError(key, f"{value!r} is not a size (bytes, or e.g. \"64MiB\", \"1GiB\")")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+        size = value
+    else:
+        match = _SIZE.match(value) if isinstance(value, str) and len(value) < 64 else None
+        if not match:
+            raise ConfigError(key, f"{value!r} is not a size (bytes, or e.g. \"64MiB\", \"1GiB\")")
+        size = int(match.group(1)) * _UNITS[match.group(2)]
+    if size > MAX_SIZE:
+        raise ConfigError(key, f"{value!r} is too large (at most {MAX_SIZE >> 40} TiB)")
+    return size
 
 
 def parse_duration(key: str, value: Any) -> float:

@@ -387,7 +387,8 @@ class HeaderDecoder:
     Applies every check of spec §2.3 and the §9 "Every packet" and "RAM
     header" lists.  ``blocks`` maps RAM block names to used_length in bytes;
     None is lenient (any name, no range check; alignment and duplicates are
-    still checked).
+    still checked).  ``other_blocks`` accepts names outside ``blocks`` (not
+    range-checked: their size is unknown) while still checking the known ones.
     """
 
     def __init__(
@@ -398,6 +399,7 @@ class HeaderDecoder:
         method_flag: int,
         compat: Compat,
         blocks: Mapping[str, int] | None,
+        other_blocks: bool = False,
     ) -> None:
         self.page_count = page_count_for(page_size)
         if not compat.supports(method_flag):
@@ -410,6 +412,7 @@ class HeaderDecoder:
         self.method_flag = method_flag
         self.compat = compat
         self.blocks = blocks
+        self.other_blocks = other_blocks
         self._shift = page_size.bit_length() - 1
         self._mask = compat.compression_mask
 
@@ -480,14 +483,14 @@ class HeaderDecoder:
         except UnicodeDecodeError:
             raise self._error(BadRamBlock, "ramblock", "ramblock name is not UTF-8",
                               num, raw[:end], None) from None
-        if self.blocks is not None and name not in self.blocks:
+        if self.blocks is not None and name not in self.blocks and not self.other_blocks:
             raise self._error(BadRamBlock, "ramblock", "unknown RAM block", num,
                               name, sorted(self.blocks))
         return name
 
     def _pages(self, mv: memoryview, n: int, name: str, num: int) -> np.ndarray:
         off = np.frombuffer(mv, dtype=">u8", count=n, offset=HEADER_FIXED_SIZE).astype(np.uint64)
-        used = None if self.blocks is None else int(self.blocks[name])
+        used = None if self.blocks is None or name not in self.blocks else int(self.blocks[name])
         limit = None if used is None else used - self.page_size
         ok = not int(np.bitwise_or.reduce(off)) & (self.page_size - 1)
         if ok and limit is not None:

@@ -131,3 +131,20 @@ def test_over_tcp_stalls_and_damage_are_caught_the_same_way():
     assert stop.injected >= 1 and stop.survived == stop.injected
     damage = [f for k, f in summary.faults.items() if k.startswith("corrupt_")]
     assert all(f.survived == f.injected for f in damage)
+
+
+def test_over_tcp_hostile_clients_are_dropped_and_nothing_is_lost():
+    """A stranger connects ahead of every migration's channels; each is turned away."""
+    from engine.stress.hostile_client import HOSTILE_KINDS
+
+    cfg = config(channels=1, transport="tcp", hostile_client_rate=1.0, rounds_per_migration=1,
+                 methods=["none"], page_sizes=[4096])
+    plans = [plan_migration(cfg, 9, i, 1) for i in range(40)]
+    assert {p.hostile_client for p in plans} == set(HOSTILE_KINDS)
+    assert all(p.hostile_client is None for p in
+               (plan_migration(config(hostile_client_rate=1.0), 9, i, 1) for i in range(5)))
+    summary = run(cfg, rounds=3, seed=9)
+    hostile = {k: f for k, f in summary.faults.items() if k.startswith("hostile_")}
+    assert sum(f.injected for f in hostile.values()) == 3
+    assert all(f.survived == f.injected for f in hostile.values())
+    assert summary.rounds_verified == 3 and summary.ok

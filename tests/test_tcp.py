@@ -31,6 +31,7 @@ from engine.exit_codes import EXIT_OK, EXIT_PEER
 from engine.config import Config, load_config
 from engine.inspection import inspect_channels
 from engine.net.migration import receive_migration, send_migration
+from engine.net.session import DATA_MAGIC
 from engine.ram import RamBlock
 from engine.net.transport import Address, Listener
 from engine.workloads import fill_guest_memory
@@ -163,9 +164,12 @@ def _listening_port(proc: subprocess.Popen, timeout: float) -> int:
 
 def test_two_hosts_over_the_network(tmp_path):
     cfg = tmp_path / "m.toml"
+    key = tmp_path / "psk"
+    key.write_text(os.urandom(32).hex())     # off loopback, recv needs authentication
     cfg.write_text('[run]\nrounds = 3\n[workload]\nsize = "8MiB"\n'
                    '[migration]\nchannels = 2\nmethod = "zstd"\n'
-                   '[transport]\nconnect_timeout = 10.0\nstall_timeout = 10.0\naccept_timeout = 20.0\n')
+                   '[transport]\nconnect_timeout = 10.0\nstall_timeout = 10.0\naccept_timeout = 20.0\n'
+                   f'psk_file = "{key}"\n')
     cli = [sys.executable, "-m", "engine.cli"]
     with two_hosts() as (recv_ns, host, send_ns):
         listen = f"{host}:{47000 if recv_ns else 0}"
@@ -200,21 +204,28 @@ def init_packet(channel: int, session: bytes = b"S" * 16) -> bytes:
     return wire.InitPacket(session, channel).encode()
 
 
-@pytest.mark.parametrize("case", ["uuid", "id", "twice", "magic", "extra"])
+def join(address: Address, channels: int = 2) -> tuple[control.ControlChannel, bytes]:
+    """A hand-made sender: control connection, Hello, Ready; (link, the session's token)."""
+    link = control.ControlChannel(connection(address, control.MAGIC))
+    link.send(control.Hello(control.VERSION, b"S" * 16, PAGE, "none", channels, "10.0",
+                            [("pc.ram", 256 * PAGE)]))
+    return link, link.expect(control.Ready, 5).token
+
+
+def data_connection(address: Address, token: bytes, first_bytes: bytes) -> socket.socket:
+    return connection(address, DATA_MAGIC + token + first_bytes)
+
+
+@pytest.mark.parametrize("case", ["uuid", "id", "twice", "magic"])
 def test_receiver_checks_every_init_packet(case):
     rx = ReceiverThread(config(transport={"stall_timeout": 3.0, "connect_timeout": 3.0}))
-    link = control.ControlChannel(connection(rx.address, control.MAGIC))
     inits = {"uuid": [init_packet(0), init_packet(1, b"X" * 16)],
              "id": [init_packet(0), init_packet(2)],
              "twice": [init_packet(1), init_packet(1)],
-             "magic": [init_packet(0), b"\x11\x22\x33\x45" + init_packet(1)[4:]],
-             "extra": [init_packet(0), init_packet(1), init_packet(0)]}[case]
-    # the data connections wait in the listener's queue, behind the control
-    # connection, until the session is set up: all of them are there in time
-    socks = [connection(rx.address, init) for init in inits]
+             "magic": [init_packet(0), b"\x11\x22\x33\x45" + init_packet(1)[4:]]}[case]
+    link, token = join(rx.address)
+    socks = [data_connection(rx.address, token, init) for init in inits]
     try:
-        link.send(control.Hello(control.VERSION, b"S" * 16, PAGE, "none", 2, "10.0",
-                                [("pc.ram", 256 * PAGE)]))
         error = rx.result()
         told = link.peer_error(5)
     finally:
@@ -222,20 +233,21 @@ def test_receiver_checks_every_init_packet(case):
             sock.close()
         link.close()
     assert isinstance(error, errors.BadInitPacket), error
-    field = {"uuid": "uuid", "id": "id", "twice": "id", "magic": "magic", "extra": "connections"}[case]
+    field = {"uuid": "uuid", "id": "id", "twice": "id", "magic": "magic"}[case]
     assert error.field == field
     assert told is not None and told.error == "BadInitPacket"   # the sender hears why
 
 
-def test_first_connection_must_be_the_control_connection():
-    rx = ReceiverThread(config())
+def test_a_data_channel_cannot_open_the_session():
+    """It is dropped and counted; the receiver waits on for its sender until accept_timeout."""
+    rx = ReceiverThread(config(transport={"accept_timeout": 1.5}))
     sock = connection(rx.address, init_packet(0))
     try:
         error = rx.result()
     finally:
         sock.close()
-    assert isinstance(error, errors.ControlError)
-    assert error.field == "magic" and "data channel" in str(error)
+    assert isinstance(error, errors.ConnectFailed), error
+    assert "dropped 1 other connection(s)" in str(error) and "data channel" in str(error)
 
 
 def test_mismatched_sessions_are_refused_on_both_ends():
@@ -285,7 +297,7 @@ def test_sender_times_out_when_the_receiver_stops_reading():
         link = control.ControlChannel(sock)
         link.expect_magic(5)
         link.expect(control.Hello, 5)
-        link.send(control.Ready())
+        link.send(control.Ready(b"T" * 16))
         data, _ = listener.accept(timeout=10, stall_timeout=10, what="channel")
         data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
         held.extend([link, data])       # open, never read
@@ -311,11 +323,9 @@ def test_sender_times_out_when_the_receiver_stops_reading():
 def test_receiver_times_out_when_the_sender_goes_quiet():
     """A sender that starts a round and sends nothing: the channel read stalls."""
     rx = ReceiverThread(config(transport={"stall_timeout": 1.0}))
-    link = control.ControlChannel(connection(rx.address, control.MAGIC))
-    socks = [connection(rx.address, init_packet(i)) for i in range(2)]
+    link, token = join(rx.address)
+    socks = [data_connection(rx.address, token, init_packet(i)) for i in range(2)]
     try:
-        link.send(control.Hello(control.VERSION, b"S" * 16, PAGE, "none", 2, "10.0",
-                                [("pc.ram", 256 * PAGE)]))
         link.send(control.Round(0, 256))
         started = time.monotonic()
         error = rx.result()
@@ -395,7 +405,8 @@ def test_receiver_fails_promptly_when_the_sender_dies(tmp_path):
     finally:
         _kill_and_clean(send)
         thread.join(10)
-    assert isinstance(error, (errors.WireError, errors.TransportError, errors.ChannelStalled)), error
+    # a killed sender is a closed peer (exit 5), not bad input (BarrierError, exit 3)
+    assert isinstance(error, (errors.TransportError, errors.ChannelStalled)), repr(error)
 
 
 def _segments(pid: int) -> list[str]:

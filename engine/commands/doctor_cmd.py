@@ -3,7 +3,9 @@
 Reads the IAA devices and work queues (sysfs, /dev/iax), loads libqpl the
 way a worker would and runs its hardware probe, names the software codec,
 then says for every method which path its pages take with the config's
-``migration.accelerator``.  Exit status 2 when the config asks for
+``migration.accelerator``.  Last, it lists shared-memory segments that
+killed runs left in /dev/shm (``--clean`` removes them; every other
+command removes them when it starts).  Exit status 2 when the config asks for
 ``accelerator = "iaa"`` and this host cannot give it.
 """
 
@@ -29,7 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"where the IAA work-queue nodes are (default {DEV_ROOT})")
     p.add_argument("--qpl-library", metavar="PATH",
                    help="libqpl to try (default: migration.qpl_library, $MFD_QPL_LIBRARY, the search path)")
-    p.set_defaults(handler=main)
+    p.add_argument("--clean", action="store_true",
+                   help="remove the shared-memory segments that killed runs left in /dev/shm")
+    p.set_defaults(handler=main, clean_stale_at_start=False)
 
 
 def qpl_path(accelerator: str, qpl: IaaProbe, topology: Topology) -> tuple[str, str]:
@@ -64,6 +68,29 @@ def _device_lines(topology: Topology) -> list[str]:
     return lines
 
 
+def _leftover_lines(clean: bool) -> list[str]:
+    import os
+
+    from engine.ram import SHM_DIR, remove_stale_segments, stale_segments
+
+    names = stale_segments()
+    sizes = {}
+    for name in names:
+        try:
+            sizes[name] = os.stat(os.path.join(SHM_DIR, name)).st_size
+        except FileNotFoundError:
+            sizes[name] = 0
+    removed = set(remove_stale_segments()) if clean else set()
+    total = sum(sizes.values())
+    if not names:
+        return [f"shared memory    no segments left by killed runs in {SHM_DIR}"]
+    what = "removed" if clean else "left by killed runs (doctor --clean removes them)"
+    lines = [f"shared memory    {len(names)} segment(s), {total / 2**20:.1f} MiB, {what}:"]
+    lines += [f"  {name}  {sizes[name] / 2**20:.1f} MiB{'  removed' if name in removed else ''}"
+              for name in names]
+    return lines
+
+
 def main(args: argparse.Namespace) -> int:
     from engine import methods
     from engine.batch import engine_version
@@ -94,5 +121,6 @@ def main(args: argparse.Namespace) -> int:
         else:
             way, why = methods.get(name).cpu_path
         lines.append(f"  {name:<5} {way:<9} {why}")
+    lines += ["", *_leftover_lines(args.clean)]
     print("\n".join(lines))
     return EXIT_USAGE if failed else EXIT_OK

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from engine import errors, methods
 from engine.exit_codes import EXIT_OK, EXIT_VERIFY
+from engine.peer_text import printable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,24 +30,32 @@ def main(args: argparse.Namespace) -> int:
         if not Path(f).is_file():
             raise errors.ConfigError("", f"no such file: {f}")
 
+    for f in args.files:
+        if f.endswith((".aborted", ".partial")):
+            print(f"note: {f} is from a session that did not end cleanly: the stream may stop "
+                  "short", file=sys.stderr)
+
     def show(channel, info) -> None:
         if not args.summary:
             kind = "SYNC" if info.is_sync else ""
+            block = printable(info.ramblock, 64) or "-"
             print(f"ch{channel.channel} packet {info.packet_num:>6} flags {info.flags:#04x} "
-                  f"{info.ramblock or '-':<24} normal {info.normal_pages:>4} zero {info.zero_pages:>4} "
+                  f"{block:<24} normal {info.normal_pages:>4} zero {info.zero_pages:>4} "
                   f"payload {info.payload_size:>8} {kind}")
 
     result = inspect_channels(args.files, page_size=args.page_size, method=args.method,
                               qemu_version=args.qemu_version, image=args.image, block=args.block,
                               on_packet=show)
-    print(f"method {result.method}, QEMU {result.qemu_version} stream, main block {result.block!r}")
+    print(f"method {result.method}, QEMU {result.qemu_version} stream, main block "
+          f"{printable(repr(result.block), 80)}")
     for c in result.channels:
         print(f"  channel {c.channel} ({c.path}): {c.packets} packets ({c.sync_packets} SYNC), "
               f"normal {c.normal_pages}, zero {c.zero_pages}, other-block pages "
               f"{c.other_block_pages}, {c.bytes} bytes, packet_num {c.first_packet}-{c.last_packet}")
     if args.image:
         verdict = "ok" if result.ok else "MISMATCH"
-        print(f"image check: {result.pages_checked} pages of {result.block!r} checked, "
+        block = printable(repr(result.block), 80)
+        print(f"image check: {result.pages_checked} pages of {block} checked, "
               f"{result.mismatched_pages} differ: {verdict}")
         for offset in result.mismatched_offsets:
             print(f"  differs at {offset:#x}")

@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "page for page with this raw memory image (.zst allowed)")
     p.add_argument("--output", metavar="FILE", help="with --qemu: write the received RAM here")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.add_argument("--insecure", action="store_true",
+                   help="listen on a non-loopback address without authentication "
+                        "(transport.psk_file or TLS; see docs/security.md)")
     verbosity.add_arguments(p)
     p.set_defaults(handler=main)
 
@@ -54,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
 
     from engine.net.migration import receive_migration
 
-    report = receive_migration(config, args.listen, record_dir=args.record,
+    report = receive_migration(config, args.listen, record_dir=args.record, insecure=args.insecure,
                                on_listening=lambda a: print(f"listening on {a}", flush=True))
     print(report.format_text(args.verbosity), flush=True)
     if args.json:

@@ -7,8 +7,8 @@ control connection carries a few msgpack messages instead::
     sender                                   receiver
     "MFDC" Hello(uuid, page size, method,  ─►  checks it against its config,
            channels, peer QEMU, RAM blocks)    creates the destination blocks
-                                          ◄─  Ready | Refuse(reason)
-    (data channels connect: init packet, then packets)
+                                          ◄─  Ready(token) | Refuse(reason)
+    (data channels connect: "MFDS" token, init packet, then packets)
     Round(i, pages)                       ─►  channels read up to their SYNC
     Flush(i)                              ─►  barrier: every channel synced
                                           ◄─  Synced(i, packets, seconds)
@@ -19,7 +19,9 @@ control connection carries a few msgpack messages instead::
 
 Frames are a 4-byte big-endian length and a msgpack array whose first item
 is the kind.  The connection opens with the 4 bytes ``MFDC`` so it cannot be
-mistaken for a data channel (those open with the multifd magic).  Frames
+mistaken for a data channel (those open with ``MFDS`` and the session's
+token, ``engine.net.session``), then the pre-shared-key exchange when one
+is configured (``engine.net.auth``).  Frames
 from the peer are untrusted: a bad one is a ``ControlError``.  Page bytes
 never travel here.
 """
@@ -28,15 +30,17 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from dataclasses import astuple, dataclass, field
 from typing import Any, ClassVar, Union
 
 import msgpack
 
 from engine import errors
+from engine.peer_text import printable
 
 MAGIC = b"MFDC"
-VERSION = 1
+VERSION = 2     # 2: Ready carries the session token that data connections present
 MAX_FRAME = 1 << 16
 _LENGTH = struct.Struct(">I")
 
@@ -56,6 +60,7 @@ class Hello:
 @dataclass(frozen=True)
 class Ready:
     kind: ClassVar[int] = 1
+    token: bytes                            # data connections open with it (engine.net.session)
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ _TYPES: dict[int, type] = {cls.kind: cls for cls in (Hello, Ready, Refuse, Round
                                                       End, Result, Error)}
 # field types of each message, checked on receipt: the peer is untrusted
 _FIELD_TYPES: dict[type, tuple[type | tuple[type, ...], ...]] = {
-    Hello: (int, bytes, int, str, int, str, list), Ready: (), Refuse: (str,),
+    Hello: (int, bytes, int, str, int, str, list), Ready: (bytes,), Refuse: (str,),
     Round: (int, int), Flush: (int,), Synced: (int, int, (int, float)), End: (dict,),
     Result: (bool, dict), Error: (str, str),
 }
@@ -122,29 +127,56 @@ def pack(message: Message) -> bytes:
 
 
 def unpack(body: bytes) -> Message:
-    """One frame's message; ControlError if it is not one of ours."""
+    """One frame's message; ControlError for anything that is not exactly one of ours."""
     try:
         item = msgpack.unpackb(body, raw=False, strict_map_key=True)
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise errors.ControlError(f"undecodable control frame: {exc}", field="frame") from None
-    if not isinstance(item, list) or not item or item[0] not in _TYPES:
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several kinds on bad input
+        raise errors.ControlError(f"undecodable control frame: {type(exc).__name__}",
+                                  field="frame") from None
+    if not isinstance(item, list) or not item or not _is_int(item[0]) or item[0] not in _TYPES:
         kind = item[0] if isinstance(item, list) and item else item
         raise errors.ControlError("unknown control message", field="kind", got=repr(kind)[:40])
     cls, values = _TYPES[item[0]], item[1:]
     types = _FIELD_TYPES[cls]
-    if len(values) != len(types) or not all(isinstance(v, t) for v, t in zip(values, types)):
+    if len(values) != len(types) or not all(_is_a(v, t) for v, t in zip(values, types)):
         raise errors.ControlError(f"malformed {cls.__name__} message", field=cls.__name__,
                                   got=repr(values)[:80])
     if cls is Hello:
         values[-1] = _blocks(values[-1])
+    if cls in (End, Result) and not _is_digests(values[-1]):
+        raise errors.ControlError(f"malformed digests in {cls.__name__}", field="digests",
+                                  got=repr(values[-1])[:80])
     return cls(*values)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_a(value: Any, types: type | tuple[type, ...]) -> bool:
+    """isinstance, except that a bool is not an int (msgpack keeps them apart)."""
+    wanted = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool):
+        return bool in wanted
+    return isinstance(value, wanted)
+
+
+def _is_digests(raw: Any) -> bool:
+    return isinstance(raw, dict) and all(isinstance(k, str) and isinstance(v, bytes)
+                                         for k, v in raw.items())
 
 
 def _blocks(raw: list) -> list[tuple[str, int]]:
     if not all(isinstance(b, list) and len(b) == 2 and isinstance(b[0], str)
-               and isinstance(b[1], int) for b in raw):
+               and _is_int(b[1]) for b in raw):
         raise errors.ControlError("malformed RAM block list", field="blocks", got=repr(raw)[:80])
     return [(name, size) for name, size in raw]
+
+
+def peer_failed(message: Error, peer: str) -> errors.PeerFailed:
+    """The peer's Error as an exception; its text escaped and bounded (it is the peer's)."""
+    return errors.PeerFailed(f"{printable(message.error, 60)}: {printable(message.message)}",
+                             peer=peer)
 
 
 class ControlChannel:
@@ -167,6 +199,13 @@ class ControlChannel:
             raise errors.ControlError(f"first connection is {what}", field="magic",
                                       got=got.hex(), expected=MAGIC.hex())
 
+    def send_raw(self, data: bytes) -> None:
+        """Bytes outside any frame (the pre-shared-key exchange)."""
+        self._send(data)
+
+    def read_raw(self, size: int, timeout: float, what: str) -> bytes:
+        return self._read(size, timeout, what)
+
     # ---- messages -----------------------------------------------------
 
     def send(self, message: Message) -> None:
@@ -183,7 +222,7 @@ class ControlChannel:
         """The next message, which must be a ``cls``; the peer's Error becomes PeerFailed."""
         message = self.receive(timeout)
         if isinstance(message, Error):
-            raise errors.PeerFailed(f"{message.error}: {message.message}", peer=self.peer)
+            raise peer_failed(message, self.peer)
         if not isinstance(message, cls):
             raise errors.ControlError(f"expected {cls.__name__}", field="kind",
                                       got=type(message).__name__, expected=cls.__name__)
@@ -222,14 +261,21 @@ class ControlChannel:
             raise errors.PeerClosed(f"cannot send: {exc.strerror or exc}", peer=self.peer) from None
 
     def _read(self, size: int, timeout: float, what: str) -> bytes:
+        """``size`` bytes within ``timeout`` in all: a peer that drips is cut off too."""
         buf = bytearray(size)
         view, got = memoryview(buf), 0
-        self.sock.settimeout(timeout)
+        ends = time.monotonic() + timeout
         while got < size:
+            left = ends - time.monotonic()
             try:
+                if left <= 0:
+                    raise TimeoutError
+                self.sock.settimeout(left)
                 n = self.sock.recv_into(view[got:])
             except (TimeoutError, socket.timeout):
-                raise errors.PeerStalled(f"no {what} within {timeout:g} s", peer=self.peer) from None
+                raise errors.PeerStalled(f"no {what} within {timeout:g} s"
+                                         + (f" ({got} of {size} bytes came)" if got else ""),
+                                         peer=self.peer) from None
             except OSError as exc:
                 raise errors.PeerClosed(f"reading {what}: {exc.strerror or exc}",
                                         peer=self.peer) from None

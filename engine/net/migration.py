@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import time
 import uuid as uuidlib
 from contextlib import ExitStack, contextmanager
@@ -36,15 +37,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from engine import errors, methods, wire
-from engine.net import control
-from engine.batch import Engine, Progress, engine_version, make_source_block
+from engine.net import budget, control
+from engine.batch import Engine, Progress, check_fits, engine_version, make_source_block
 from engine.config import Config
 from engine.net.control import ControlChannel
 from engine.ram import RamBlock
 from engine.receiver import Receiver
 from engine.report.run import NORMAL, QUIET, VERBOSE, Report, RoundReport
 from engine.report.schema import envelope, machine_facts, now, write_report
+from engine.net.auth import SessionAuth, listen_problem
+from engine.net.session import TOKEN_BYTES, SessionGate, open_data_channel
 from engine.net.transport import Address, Listener, RecordingSource, TcpSink, TcpSource, connect
+from engine.peer_text import printable
 from engine.workloads import PrecopyRounds
 from workers import codec
 
@@ -74,33 +78,40 @@ def send_migration(config: Config, to: Address | str, *, progress: Progress | No
     """
     address = _as_address(to)
     t = config.transport
+    check_fits(config, receiver=False)
+    auth = SessionAuth.from_settings(t)
     with ExitStack() as stack:
+        # the block first: the receiver gives a new connection only handshake_timeout
+        block = stack.enter_context(make_source_block(config))
         sock = connect(address, timeout=t.connect_timeout, stall_timeout=t.stall_timeout)
+        sock = auth.client_socket(sock, address.host, t.handshake_timeout)
         channel = ControlChannel(sock, peer=str(address))
         stack.callback(channel.close)
+        channel.send_magic()
+        auth.prove_sender(channel, t.stall_timeout)
         with _peer_reason(channel):
-            return _send(config, address, channel, stack, progress)
+            return _send(config, address, channel, auth, block, stack, progress)
 
 
-def _send(config: Config, address: Address, channel: ControlChannel, stack: ExitStack,
-          progress: Progress | None) -> Report:
+def _send(config: Config, address: Address, channel: ControlChannel, auth: SessionAuth,
+          block: RamBlock, stack: ExitStack, progress: Progress | None) -> Report:
     t, m = config.transport, config.migration
-    block = stack.enter_context(make_source_block(config))
     session = uuidlib.uuid4().bytes
     hello = control.Hello(control.VERSION, session, m.page_size, m.method, m.channel_count,
                           str(m.compat), [(block.name, block.size)])
-    channel.send_magic()
     channel.send(hello)
-    reply = channel.receive(t.stall_timeout)
+    reply = _first_reply(channel, auth, t.stall_timeout)
     if isinstance(reply, control.Refuse):
-        raise errors.SessionRefused(f"the receiver refused the session: {reply.reason}",
+        raise errors.SessionRefused(f"the receiver refused the session: {printable(reply.reason)}",
                                     peer=str(address))
+    if isinstance(reply, control.Error):
+        raise control.peer_failed(reply, str(address))
     if not isinstance(reply, control.Ready):
         raise errors.ControlError("expected Ready", field="kind", got=type(reply).__name__)
     sinks = []
     for i in range(hello.channels):
-        sock = connect(address, timeout=t.connect_timeout, stall_timeout=t.stall_timeout, channel=i)
-        sinks.append(TcpSink(sock, i, peer=str(address)))
+        sock = open_data_channel(address, auth, reply.token, t, i)
+        sinks.append(TcpSink(sock, i, peer=str(address), packet_deadline=t.packet_deadline))
         stack.callback(sinks[-1].close)
     engine = stack.enter_context(Engine(config, blocks=[block], sinks=sinks, uuid=session))
     report = Report(engine_version=engine_version(), codec=codec.codec_name(), method=m.method,
@@ -126,6 +137,17 @@ def _send(config: Config, address: Address, channel: ControlChannel, stack: Exit
     report.final_digests_match = bool(result.ok and result.digests == digests)
     engine.fill_report(report)
     return report
+
+
+def _first_reply(channel: ControlChannel, auth: SessionAuth, timeout: float) -> control.Message:
+    """The receiver's answer to Hello; a receiver that wants authentication we lack says so."""
+    try:
+        return channel.receive(timeout)
+    except (errors.PeerClosed, errors.ControlError) as exc:
+        if auth.mode != "none" or getattr(exc, "field", "length") != "length":
+            raise
+        raise errors.SessionRefused(f"{exc}; does the receiver expect a pre-shared key "
+                                    "(transport.psk_file) or TLS?", peer=channel.peer) from exc
 
 
 @contextmanager
@@ -155,7 +177,7 @@ def _peer_failure(channel: ControlChannel, exc: BaseException) -> errors.PeerFai
     peer = channel.peer_error(0.5)
     if peer is None:
         return None
-    return errors.PeerFailed(f"{peer.error}: {peer.message}", peer=channel.peer)
+    return control.peer_failed(peer, channel.peer)
 
 
 # ---------------------------------------------------------------- receiver
@@ -182,6 +204,7 @@ class ReceiveReport:
     rounds: list[ReceivedRound] = field(default_factory=list)
     receive_channels: list[dict[str, Any]] = field(default_factory=list)
     digests_match: bool | None = None
+    dropped_connections: int = 0    # connections that never joined (scanners, failed authentication)
     config: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=now)
     machine: dict[str, Any] = field(default_factory=dict)
@@ -216,47 +239,59 @@ class ReceiveReport:
             lines += [""] + [f"channel {c['channel']}: " + ", ".join(f"{k} {v}" for k, v in c.items()
                                                                      if k != "channel")
                              for c in self.receive_channels]
+        if self.dropped_connections:
+            lines += ["", f"dropped {self.dropped_connections} connection(s) that never joined "
+                          "the session (see docs/security.md)"]
         lines += ["", f"final digests: {verdict}"]
         return "\n".join(lines)
 
 
 def receive_migration(config: Config, listen: Address | str, *,
                       on_listening: Callable[[Address], None] | None = None,
-                      record_dir: str | os.PathLike | None = None) -> ReceiveReport:
+                      record_dir: str | os.PathLike | None = None,
+                      insecure: bool = False) -> ReceiveReport:
     """Receive one migration on ``listen``; returns what arrived and the verdict.
 
     ``on_listening`` is called with the bound address (port 0 picks one)
     before the first accept.  ``record_dir`` keeps every data channel's
     bytes as ``channel-<id>.mfd`` (for ``multifd-engine inspect``).
+    Without ``transport.psk_file`` or TLS, only a loopback address is
+    allowed unless ``insecure`` (docs/security.md).
     """
     t = config.transport
+    address = _as_address(listen)
+    auth = SessionAuth.from_settings(t)
+    problem = listen_problem(address.host, auth, insecure)
+    if problem is not None:
+        raise errors.ConfigError("transport.psk_file", problem)
     with ExitStack() as stack:
-        listener = Listener(_as_address(listen))
+        listener = Listener(address)
         stack.callback(listener.close)
         if on_listening is not None:
             on_listening(listener.address)
-        sock, peer = listener.accept(timeout=t.accept_timeout, stall_timeout=t.stall_timeout,
-                                     what="sender")
-        channel = ControlChannel(sock, peer=peer)
+        gate = SessionGate(listener, auth, t)
+        channel, hello = gate.sender()
         stack.callback(channel.close)
         with _peer_reason(channel):
-            return _receive(config, listener, channel, stack, record_dir)
+            report = _receive(config, gate, channel, hello, stack, record_dir)
+            report.dropped_connections = gate.dropped.count
+            return report
 
 
-def _receive(config: Config, listener: Listener, channel: ControlChannel, stack: ExitStack,
-             record_dir: str | os.PathLike | None) -> ReceiveReport:
+def _receive(config: Config, gate: SessionGate, channel: ControlChannel, hello: control.Hello,
+             stack: ExitStack, record_dir: str | os.PathLike | None) -> ReceiveReport:
     t, m = config.transport, config.migration
-    channel.expect_magic(t.stall_timeout)
-    hello = channel.expect(control.Hello, t.stall_timeout)
     problem = session_problem(hello, config)
     if problem is not None:
+        problem = printable(problem)      # it quotes the sender's own strings
         channel.send(control.Refuse(problem))
         raise errors.SessionRefused(f"refused the sender's session: {problem}", peer=channel.peer)
     dest = [stack.enter_context(RamBlock.create(name, size, hello.page_size))
             for name, size in hello.blocks]
-    channel.send(control.Ready())
-    sources = _accept_channels(listener, hello.channels, t, channel.peer, record_dir, stack)
-    listener.close()
+    token = secrets.token_bytes(TOKEN_BYTES)
+    channel.send(control.Ready(token))
+    sources = _data_sources(gate.channels(hello.channels, token), t, record_dir, stack)
+    gate.listener.close()
     receiver = stack.enter_context(Receiver(
         dest, sources, method=hello.method, page_size=hello.page_size,
         compat=wire.Compat.parse(hello.qemu_version), uuid=hello.uuid, jobs=m.jobs))
@@ -267,38 +302,34 @@ def _receive(config: Config, listener: Listener, channel: ControlChannel, stack:
     report = ReceiveReport(engine_version(), channel.peer, hello.method, hello.page_size,
                            hello.channels, hello.qemu_version, list(hello.blocks),
                            config=config.as_dict(), machine=machine_facts())
-    _serve_rounds(channel, receiver, report, t.stall_timeout + _digest_allowance(hello.blocks))
+    _serve_rounds(channel, receiver, report, t.stall_timeout + _digest_allowance(hello.blocks),
+                  round_deadline=t.round_deadline)
+    for reader in receiver.readers:
+        if isinstance(reader.source, RecordingSource):
+            reader.source.finish()
     report.receive_channels = receiver.counters()
     return report
 
 
-def _accept_channels(listener: Listener, count: int, t: Any, peer: str,
-                     record_dir: str | os.PathLike | None, stack: ExitStack) -> list:
-    """Exactly ``count`` data connections, then none more."""
-    deadline = time.monotonic() + t.connect_timeout
+def _data_sources(connections: list, t: Any, record_dir: str | os.PathLike | None,
+                  stack: ExitStack) -> list:
     sources: list = []
-    for index in range(count):
-        left = max(deadline - time.monotonic(), 0.001)
-        sock, addr = listener.accept(timeout=left, stall_timeout=t.stall_timeout,
-                                     what=f"data channel ({index} of {count} connected)")
-        source: Any = TcpSource(sock, index, peer=addr)
+    for index, (sock, addr) in enumerate(connections):
+        source: Any = TcpSource(sock, index, peer=addr, packet_deadline=t.packet_deadline)
         if record_dir is not None:
             source = RecordingSource(source, record_dir, index)
         stack.callback(source.close)
         sources.append(source)
-    if listener.pending():
-        raise errors.BadInitPacket(f"more connections than the session's {count} channels",
-                                   field="connections", got=count + 1, expected=count)
     return sources
 
 
 def _serve_rounds(channel: ControlChannel, receiver: Receiver, report: ReceiveReport,
-                  end_timeout: float) -> None:
+                  end_timeout: float, *, round_deadline: float) -> None:
     """Rounds until End: each round's channels up to SYNC, then its flush."""
     while True:
         message = channel.receive(end_timeout)
         if isinstance(message, control.Error):
-            raise errors.PeerFailed(f"{message.error}: {message.message}", peer=channel.peer)
+            raise control.peer_failed(message, channel.peer)
         if isinstance(message, control.End):
             digests = block_digests(receiver.blocks)
             report.digests_match = message.digests == digests
@@ -308,7 +339,11 @@ def _serve_rounds(channel: ControlChannel, receiver: Receiver, report: ReceiveRe
             raise errors.ControlError("expected the next Round or End", field="kind",
                                       got=repr(message)[:80], expected=f"Round {len(report.rounds)}")
         started = time.perf_counter()
-        packets = receiver.receive_round()
+        _set_round_end(receiver, time.monotonic() + round_deadline)
+        try:
+            packets = receiver.receive_round()
+        except (errors.BarrierError, errors.TruncatedStream) as exc:
+            raise _channel_end_cause(channel, exc) from exc
         flush = channel.expect(control.Flush, end_timeout)
         if flush.index != message.index:
             raise errors.ControlError("flush for another round", field="index",
@@ -316,6 +351,32 @@ def _serve_rounds(channel: ControlChannel, receiver: Receiver, report: ReceiveRe
         seconds = time.perf_counter() - started
         channel.send(control.Synced(message.index, packets, seconds))
         report.rounds.append(ReceivedRound(message.index, message.pages, packets, seconds))
+
+
+def _set_round_end(receiver: Receiver, ends: float) -> None:
+    for reader in receiver.readers:
+        source = reader.source
+        tcp = source.source if isinstance(source, RecordingSource) else source
+        tcp.round_ends = ends
+
+
+def _channel_end_cause(channel: ControlChannel, exc: errors.WireError) -> errors.EngineError:
+    """Why a data channel ended mid-round: the sender's death or reason, else ``exc``.
+
+    A sender that is killed closes every connection at once; its data
+    channels then end early, which alone would look like bad input.
+    """
+    try:
+        for _ in range(16):    # the round's Flush may come first
+            message = channel.receive(0.5)
+            if isinstance(message, control.Error):
+                return control.peer_failed(message, channel.peer)
+    except errors.PeerClosed:
+        return errors.PeerClosed(f"the sender went away mid-round ({exc.reason})",
+                                 channel=exc.channel, peer=channel.peer)
+    except errors.EngineError:
+        pass
+    return exc
 
 
 def session_problem(hello: control.Hello, config: Config) -> str | None:
@@ -333,6 +394,9 @@ def session_problem(hello: control.Hello, config: Config) -> str | None:
         return f"{hello.channels} channels (1..255 allowed)"
     if m.channels != "auto" and hello.channels != m.channel_count:
         return f"{hello.channels} channels, this receiver is configured for {m.channel_count}"
+    if m.channels == "auto" and hello.channels > budget.MAX_AUTO_CHANNELS:
+        return (f"{hello.channels} channels, a receiver with channels = \"auto\" takes at most "
+                f"{budget.MAX_AUTO_CHANNELS}")
     try:
         compat = wire.Compat.parse(hello.qemu_version)
     except ValueError:
@@ -341,7 +405,10 @@ def session_problem(hello: control.Hello, config: Config) -> str | None:
         return f"a QEMU {compat} stream, this receiver is configured for QEMU {m.compat}"
     if hello.method not in methods.names() or not compat.supports(methods.get(hello.method).flag):
         return f"method {hello.method!r} with QEMU {compat}"
-    return _blocks_problem(hello.blocks, hello.page_size)
+    t = config.transport
+    return _blocks_problem(hello.blocks, hello.page_size) or budget.session_memory_problem(
+        sum(size for _, size in hello.blocks), hello.channels, hello.method, hello.page_size,
+        max_ram=t.max_ram, decoder_limit=t.decoder_budget)
 
 
 def _blocks_problem(blocks: list[tuple[str, int]], page_size: int) -> str | None:
@@ -356,8 +423,4 @@ def _blocks_problem(blocks: list[tuple[str, int]], page_size: int) -> str | None
             return f"RAM block name {name[:40]!r} (1..255 bytes, no NUL)"
         if size <= 0 or size % page_size:
             return f"RAM block {name!r} of {size} bytes (a positive multiple of {page_size})"
-    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    total = sum(size for _, size in blocks)
-    if total > memory:
-        return f"{total} bytes of RAM blocks, this machine has {memory}"
     return None

@@ -12,7 +12,11 @@ Nothing waits forever:
 * accepting gives up after its timeout;
 * every read and write waits at most ``stall_timeout`` for progress (the
   socket timeout), so a peer that stops reading or sending, or vanishes,
-  becomes ``ChannelStalled`` / ``PeerClosed`` instead of a hang.
+  becomes ``ChannelStalled`` / ``PeerClosed`` instead of a hang;
+* a peer that keeps making a little progress (one byte a second) is cut
+  off too: a packet's header or payload must arrive whole within
+  ``packet_deadline`` of its first byte, a packet be taken whole within
+  ``packet_deadline``, and a round end by ``round_ends`` (set per round).
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine import errors
-from engine.channels import _advance, channel_file_name
+from engine.channels import _advance, channel_file_name, partial_name, settle
 
 _RETRY_REFUSED = 0.05   # seconds between attempts while the listener is not up yet
 
@@ -105,16 +110,6 @@ class Listener:
         _tune(sock, stall_timeout)
         return sock, f"{peer[0]}:{peer[1]}"
 
-    def pending(self) -> bool:
-        """Whether a connection is waiting to be accepted (checked without waiting)."""
-        self._sock.settimeout(0.0)
-        try:
-            sock, _ = self._sock.accept()
-        except (BlockingIOError, TimeoutError, socket.timeout):
-            return False
-        sock.close()
-        return True
-
     def close(self) -> None:
         self._sock.close()
 
@@ -122,21 +117,30 @@ class Listener:
 class TcpSink:
     """A data channel's sending end: vectored writes, each stall bounded."""
 
-    def __init__(self, sock: socket.socket, channel_id: int, *, peer: str = "") -> None:
+    def __init__(self, sock: socket.socket, channel_id: int, *, peer: str = "",
+                 packet_deadline: float | None = None) -> None:
         self.channel_id = channel_id
         self.peer = peer
         self.bytes_written = 0
         self._sock: socket.socket | None = sock
-        self._timeout = sock.gettimeout() or 0.0
+        self._timeout = sock.gettimeout()       # None: a blocking socket (run's socket pairs)
+        self._deadline = packet_deadline
 
     def write(self, *buffers) -> None:
         if self._sock is None:
             raise ValueError(f"channel {self.channel_id}: sink is closed")
         views = [memoryview(b).cast("B") for b in buffers if len(b)]
+        ends = None if self._deadline is None else time.monotonic() + self._deadline
         while views:
             try:
-                done = self._sock.sendmsg(views)
+                self._sock.settimeout(_wait(self._timeout, ends))
+                done = _send_views(self._sock, views)
             except (TimeoutError, socket.timeout):
+                if ends is not None and time.monotonic() >= ends:
+                    raise errors.ChannelStalled(
+                        f"the peer ({self.peer}) took less than a packet in {self._deadline:g} s "
+                        "(transport.packet_deadline)", channel=self.channel_id, side="write",
+                        seconds=self._deadline) from None
                 raise errors.ChannelStalled(
                     f"the peer ({self.peer}) took no bytes for {self._timeout:g} s",
                     channel=self.channel_id, side="write", seconds=self._timeout) from None
@@ -154,35 +158,90 @@ class TcpSink:
 class TcpSource:
     """A data channel's receiving end: fills caller buffers, each stall bounded."""
 
-    def __init__(self, sock: socket.socket, channel_id: int, *, peer: str = "") -> None:
+    def __init__(self, sock: socket.socket, channel_id: int, *, peer: str = "",
+                 packet_deadline: float | None = None) -> None:
         self.channel_id = channel_id
         self.peer = peer
         self._sock: socket.socket | None = sock
-        self._timeout = sock.gettimeout() or 0.0
+        self._timeout = sock.gettimeout()       # None: a blocking socket (run's socket pairs)
+        self._deadline = packet_deadline
+        self.round_ends: float | None = None     # time.monotonic() the current round must end by
 
     def readinto(self, view: memoryview) -> int:
         if self._sock is None:
             raise ValueError(f"channel {self.channel_id}: source is closed")
         view = memoryview(view).cast("B")
-        got = 0
+        got, packet_ends = 0, None
         while got < len(view):
+            ends = min((t for t in (packet_ends, self.round_ends) if t is not None), default=None)
             try:
+                self._sock.settimeout(_wait(self._timeout, ends))
                 n = self._sock.recv_into(view[got:])
             except (TimeoutError, socket.timeout):
-                raise errors.ChannelStalled(
-                    f"the peer ({self.peer}) sent no bytes for {self._timeout:g} s",
-                    channel=self.channel_id, side="read", seconds=self._timeout) from None
+                raise self._stalled(ends) from None
             except OSError as exc:
                 raise _closed(exc, self.channel_id, self.peer) from None
             if n == 0:
                 break
+            if got == 0 and self._deadline is not None:
+                packet_ends = time.monotonic() + self._deadline
             got += n
         return got
+
+    def abort(self) -> None:
+        """Wake a read blocked on this socket (another channel failed the round)."""
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _stalled(self, ends: float | None) -> errors.ChannelStalled:
+        if ends is None or time.monotonic() < ends:
+            return errors.ChannelStalled(f"the peer ({self.peer}) sent no bytes for "
+                                         f"{self._timeout:g} s", channel=self.channel_id,
+                                         side="read", seconds=self._timeout)
+        if ends == self.round_ends:
+            return errors.ChannelStalled(f"the peer ({self.peer}) did not finish the round in "
+                                         "time (transport.round_deadline)",
+                                         channel=self.channel_id, side="read", seconds=0.0)
+        return errors.ChannelStalled(f"the peer ({self.peer}) sent less than a packet in "
+                                     f"{self._deadline:g} s (transport.packet_deadline)",
+                                     channel=self.channel_id, side="read",
+                                     seconds=self._deadline or 0.0)
 
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _wait(stall_timeout: float | None, ends: float | None) -> float | None:
+    """The socket timeout of the next call: the stall timeout, or less before a deadline.
+
+    None (a socket without a timeout) stays blocking until a deadline; never 0,
+    which would make the socket non-blocking.
+    """
+    if ends is None:
+        return stall_timeout
+    left = ends - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left if stall_timeout is None else min(stall_timeout, left)
+
+
+def _send_views(sock: socket.socket, views: list[memoryview]) -> int:
+    """Bytes taken by one send: vectored on a plain socket.
+
+    A TLS socket has no sendmsg; a packet's header and payload go joined in
+    one ``sendall``, so they fill whole TLS records instead of a small one
+    per buffer (measured: bench/tls.py).
+    """
+    if isinstance(sock, ssl.SSLSocket):
+        data = views[0] if len(views) == 1 else b"".join(views)
+        sock.sendall(data)
+        return len(data)
+    return sock.sendmsg(views)
 
 
 def _closed(exc: OSError, channel: int | None, peer: str) -> errors.EngineError:
@@ -196,7 +255,9 @@ class RecordingSource:
 
     ``recv --record DIR`` keeps what arrived on each data channel, so it can
     be read again with ``multifd-engine inspect``.  The file is named after
-    the accept order until ``name_by_channel`` knows the channel id.
+    the accept order until ``name_by_channel`` knows the channel id, and is
+    ``.partial`` until the session ends cleanly (``finish``, then ``close``);
+    an aborted session leaves it ``.aborted``.
     """
 
     def __init__(self, source: TcpSource, directory: str | os.PathLike, index: int) -> None:
@@ -204,19 +265,30 @@ class RecordingSource:
         self.channel_id = source.channel_id
         self._dir = Path(directory)
         self._dir.mkdir(parents=True, exist_ok=True)
-        self.path = self._dir / f"connection-{index}.mfd"
+        self.final_path = self._dir / f"connection-{index}.mfd"
+        self.path = partial_name(self.final_path)
         self._file = open(self.path, "wb")
+        self._complete = False
 
     def readinto(self, view: memoryview) -> int:
         got = self.source.readinto(view)
         self._file.write(memoryview(view).cast("B")[:got])
         return got
 
+    def abort(self) -> None:
+        self.source.abort()
+
     def name_by_channel(self, channel_id: int) -> None:
-        target = self._dir / channel_file_name(channel_id)
+        self.final_path = self._dir / channel_file_name(channel_id)
+        target = partial_name(self.final_path)
         os.replace(self.path, target)
         self.path = target
 
+    def finish(self) -> None:
+        self._complete = True
+
     def close(self) -> None:
-        self._file.close()
+        if not self._file.closed:
+            self._file.close()
+            self.path = settle(self.path, self.final_path, self._complete)
         self.source.close()

@@ -15,6 +15,7 @@ import numpy as np
 
 from engine import methods, wire
 from engine.stress.channel_faults import PacketDamage
+from engine.stress.hostile_client import HOSTILE_KINDS
 from engine.config import Config
 from engine.workloads import PageMix
 from workers.settings import ACCELERATORS
@@ -63,6 +64,7 @@ class MigrationPlan:
     kill_seed: int
     device_faults: DeviceFaults | None
     dirty_range: tuple[float, float] = (0.01, 0.30)
+    hostile_client: str | None = None   # over TCP: a stranger in the channels' accept window
 
     def describe(self) -> str:
         return f"{self.method} {self.page_size // 1024}K {self.accelerator}"
@@ -119,7 +121,11 @@ def plan_migration(config: Config, seed: int, index: int, rounds: int) -> Migrat
     if accelerator == "emulated" and s.device_faults:
         rates = rng.uniform(0.0, [0.02, 0.02, 0.02, 0.01])
         device = DeviceFaults(int(rng.integers(1, 2**63)), *(float(x) for x in rates))
-    return replace(plan, damage=damage, stop_reader=stop, slow_reader=slow, device_faults=device)
+    hostile = None
+    if s.transport == "tcp" and rng.random() < s.hostile_client_rate:   # drawn last: the
+        hostile = str(rng.choice(HOSTILE_KINDS))                          # others stay as they were
+    return replace(plan, damage=damage, stop_reader=stop, slow_reader=slow, device_faults=device,
+                   hostile_client=hostile)
 
 
 def _mix(rng: np.random.Generator) -> PageMix:

@@ -134,11 +134,11 @@ class StressRun:
         for what, value in (("method", plan.method), ("page_size", plan.page_size),
                             ("accelerator", plan.accelerator)):
             self.summary.count_variation(what, value)
-        t = self.config.transport
+        t = config.transport
         channels = StressChannels.create(self.config.stress.transport,
                                          config.migration.channel_count, plan,
-                                         capacity=self.config.stress.channel_capacity,
-                                         stall=t.stall_timeout, connect_timeout=t.connect_timeout)
+                                         capacity=self.config.stress.channel_capacity, settings=t)
+        self._judge_hostile_client(plan, channels)
         # a zlib or zstd stream dies with its worker: no kills where nothing can resume
         resumable = methods.get(plan.method).resumable
         killer = WorkerKiller(self.config.stress.kill_rate if resumable else 0.0, plan.kill_seed)
@@ -300,6 +300,20 @@ class StressRun:
         if o.stopped and isinstance(o.error, errors.ChannelStalled):
             return True
         return damage is not None and isinstance(o.error, (errors.WireError, errors.ChannelStalled))
+
+    def _judge_hostile_client(self, plan: MigrationPlan, channels: StressChannels) -> None:
+        """Survived: the stranger was dropped and the channels joined (the rounds then verify)."""
+        if plan.hostile_client is None:
+            return
+        count = self.summary.fault(f"hostile_{plan.hostile_client}")
+        count.injected += 1
+        if channels.dropped == 1:
+            count.survived += 1
+            count.detected_error += 1
+        else:
+            self._unexpected(plan, None, RuntimeError(
+                f"hostile client ({plan.hostile_client}): {channels.dropped} connections dropped, "
+                "expected 1"))
 
     def _judge_damage(self, plan: MigrationPlan, o: _Round, kind: str) -> None:
         count = self.summary.fault(f"corrupt_{kind}")

@@ -34,6 +34,7 @@ class StressSettings:
     device_faults: bool = True          # emulated device: busy storms, job errors, overflows, slow jobs
     channel_capacity: int = 4 << 20     # bytes a channel holds before the sender waits
     transport: str = "memory"           # data channels: in-process "memory" or loopback "tcp"
+    hostile_client_rate: float = 0.2    # per migration over "tcp": a stranger connects first
 
     @classmethod
     def from_dict(cls, data: Any) -> StressSettings:
@@ -137,4 +138,5 @@ _PARSERS = {
     "device_faults": _bool,
     "channel_capacity": _capacity,
     "transport": _one_of(("memory", "tcp")),
+    "hostile_client_rate": _rate,
 }

@@ -13,7 +13,10 @@ engine dealt with it as it must:
   than its capacity;
 - ``stop_reader``: the stall timeout turned it into ``ChannelStalled``;
 - ``device_*``: the emulated device's faults; pages fell back and the
-  round verified.
+  round verified;
+- ``hostile_*``: a stranger connected ahead of a TCP migration's channels
+  and the receiver dropped it (``detected_error``); its rounds then count
+  as any others.
 
 ``pages_lost`` counts pages that verify found wrong with no fault to
 explain it; ``unexpected_errors`` every error no injected fault explains.
