@@ -5,16 +5,21 @@ Each subcommand is one module in ``engine.commands`` with two functions:
 dispatches, and turns the engine's errors into messages and exit codes.
 
 Exit status: 0 success; 1 verification failed (pages differ); 2 bad usage
-or bad config (also: `report --plot` without matplotlib); 3 bad input (a
+or bad config (a missing file, an output path that cannot be written, a
+bad argument; also: `report --plot` without matplotlib); 3 bad input (a
 malformed channel stream, or a report file that is not ours); 4 the engine
-failed (a worker died or reported an error); 5 the peer or the connection
-failed (TCP migration: not connected in time, closed, stalled, refused, or
-the peer reported an error); 130 interrupted (Ctrl-C).
+failed (a worker died or reported an error, or an output could not be
+written: disk full); 5 the peer or the connection failed (TCP migration:
+not connected in time, closed, stalled, refused, or the peer reported an
+error); 130 interrupted (Ctrl-C); 141 standard output was closed early
+(piped into `head`), silently.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import select
 import sys
 from typing import Sequence
 
@@ -23,6 +28,7 @@ from engine.commands import COMMANDS
 
 EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_INPUT, EXIT_ENGINE, EXIT_PEER, EXIT_INTERRUPTED = (
     0, 1, 2, 3, 4, 5, 130)
+EXIT_PIPE_CLOSED = 141     # as a shell reports a process ended by SIGPIPE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,22 +37,54 @@ def _parser() -> argparse.ArgumentParser:
         description="Compress and move guest memory pages as QEMU's multifd migration does.",
         epilog="exit status: 0 ok, 1 verify failed, 2 bad usage/config, 3 bad input, "
                "4 engine failed, 5 peer/connection failed, 130 interrupted")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
     return parser
 
 
+def _version() -> str:
+    from engine import __version__
+    return __version__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _handle(args)
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        # the reader (head, less) has gone: stop quietly, and keep the
+        # interpreter's final flush from complaining about it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
+
+
+def _stdout_closed() -> bool:
+    """Standard output is a pipe whose reader has gone (poll says POLLERR)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(event & select.POLLERR for _, event in poller.poll(0))
+
+
+def _handle(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except errors.ConfigError as exc:
+    except (errors.ConfigError, errors.UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except errors.OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ENGINE
     except (errors.TransportError, errors.ChannelStalled) as exc:
         print(f"connection failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_PEER

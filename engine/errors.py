@@ -24,6 +24,24 @@ class ConfigError(EngineError):
         self.key = key
 
 
+class UsageError(EngineError):
+    """A command-line argument is wrong: a file that is not there, an
+    address without a port, a port already in use, an output path that
+    cannot be written.  Not a config problem, so not a ``ConfigError``."""
+
+
+class OutputError(EngineError):
+    """An output could not be written: a channel file, a recording, a report.
+
+    ``path`` names the file; the message says why (disk full, read-only,
+    not a directory).
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(f"cannot write {path}: {message}")
+        self.path = path
+
+
 class CodecError(EngineError):
     """The native codec failed in a way that is not about untrusted input."""
 
@@ -103,6 +121,10 @@ class BadOffset(WireError):
 
 class BadPayloadSize(WireError):
     """next_packet_size or a per-page length disagrees with the packet."""
+
+
+class CorruptFile(WireError):
+    """A channel file's own compression (``.mfd.zst``) is damaged."""
 
 
 class DecompressError(WireError):

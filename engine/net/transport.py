@@ -41,7 +41,7 @@ class Address:
         host, sep, port = text.rpartition(":")
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise errors.ConfigError("", f"{text!r} is not HOST:PORT")
+            raise errors.UsageError(f"{text!r} is not HOST:PORT (a port is needed, e.g. 127.0.0.1:4444)")
         return cls(host, int(port))
 
     def __str__(self) -> str:
@@ -89,7 +89,7 @@ class Listener:
             self._sock.listen(backlog)
         except OSError as exc:
             self._sock.close()
-            raise errors.ConfigError("", f"cannot listen on {address}: {exc.strerror or exc}") from None
+            raise errors.UsageError(f"cannot listen on {address}: {exc.strerror or exc}") from None
         host, port = self._sock.getsockname()[:2]
         self.address = Address(host, port)
 
@@ -203,13 +203,19 @@ class RecordingSource:
         self.source = source
         self.channel_id = source.channel_id
         self._dir = Path(directory)
-        self._dir.mkdir(parents=True, exist_ok=True)
         self.path = self._dir / f"connection-{index}.mfd"
-        self._file = open(self.path, "wb")
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "wb")
+        except OSError as exc:
+            raise errors.OutputError(exc.strerror or str(exc), path=str(self.path)) from None
 
     def readinto(self, view: memoryview) -> int:
         got = self.source.readinto(view)
-        self._file.write(memoryview(view).cast("B")[:got])
+        try:
+            self._file.write(memoryview(view).cast("B")[:got])
+        except OSError as exc:      # disk full: the recording, not the migration, failed
+            raise errors.OutputError(exc.strerror or str(exc), path=str(self.path)) from None
         return got
 
     def name_by_channel(self, channel_id: int) -> None:
