@@ -13,13 +13,14 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from importlib import metadata
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from engine.channels import ChannelSink, FileSink, FileSource, MemoryChannel, NullSink
 from engine.config import Config
+from engine.errors import ConfigError, OutputError
 from engine.coordinator import Coordinator, CoordinatorSettings
 from engine.devices import receive_jobs, send_jobs
 from engine.ram import RamBlock
@@ -33,10 +34,8 @@ Progress = Callable[[int, int, int], None]   # (round, packets done, packets in 
 
 
 def engine_version() -> str:
-    try:
-        return metadata.version("multifd-engine")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    from engine import __version__
+    return __version__
 
 
 def make_source_block(config: Config) -> RamBlock:
@@ -56,10 +55,26 @@ def make_source_block(config: Config) -> RamBlock:
 def make_sinks(config: Config) -> list[ChannelSink]:
     count, kind = config.migration.channel_count, config.sink.kind
     if kind == "file":
-        return [FileSink(config.sink.dir, i) for i in range(count)]
+        return _file_sinks(config.sink.dir, count)
     if kind == "null":
         return [NullSink(i) for i in range(count)]
     return [MemoryChannel(i) for i in range(count)]
+
+
+def _file_sinks(directory: str, count: int) -> list[ChannelSink]:
+    """One file per channel in ``directory``; a directory that cannot hold them is the
+    config's fault (``sink.dir``), said before any worker starts."""
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise ConfigError("sink.dir", f"{directory} is a file, not a directory")
+    sinks: list[ChannelSink] = []
+    try:
+        for i in range(count):
+            sinks.append(FileSink(directory, i))
+    except OutputError as exc:
+        for sink in sinks:
+            sink.close()
+        raise ConfigError("sink.dir", str(exc)) from None
+    return sinks
 
 
 @dataclass
