@@ -17,12 +17,13 @@ import json
 import os
 import platform
 import re
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.errors import ReportError
+from engine.errors import OutputError, ReportError
 
 SCHEMA = "multifd-engine-report"
 SCHEMA_VERSION = 2
@@ -194,9 +195,17 @@ _NUMBER_LIST = re.compile(r"\[\s*([\d.eE+-]+(?:\s*,\s*[\d.eE+-]+)*)\s*\]")
 
 
 def write_report(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    """Check ``data`` against the schema, then write it."""
+    """Check ``data`` against the schema, then write it (``-``: to standard output)."""
     validate(data, str(path))
-    Path(path).write_text(dumps(data))
+    text = dumps(data)
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise OutputError(exc.strerror or str(exc), path=str(path)) from None
 
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
@@ -209,10 +218,20 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ReportError(f"cannot be read: {exc}", path=name) from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise ReportError(f"not JSON ({exc})", path=name) from None
+    except RecursionError:
+        raise ReportError("nested too deeply to be a report", path=name) from None
+    except ValueError as exc:     # an integer of thousands of digits, Infinity, NaN
+        first = str(exc).split(":")[0]
+        raise ReportError(f"holds a number no report has ({first})", path=name) from None
     return validate(data, name)
+
+
+def _no_constant(name: str) -> Any:
+    """Python's json reads Infinity and NaN, which JSON does not have and no report holds."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def validate(data: Any, path: str = "<report>") -> dict[str, Any]:
