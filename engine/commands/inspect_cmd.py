@@ -22,11 +22,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from engine.cli import EXIT_OK, EXIT_VERIFY
-    from engine.inspection import inspect_channels
+    from engine.inspection import check_arguments, inspect_channels
 
     for f in args.files + ([args.image] if args.image else []):
         if not Path(f).is_file():
-            raise errors.ConfigError("", f"no such file: {f}")
+            raise errors.UsageError(f"no such file: {f}")
+    check_arguments(args.page_size, args.qemu_version)
 
     def show(channel, info) -> None:
         if not args.summary:
@@ -38,16 +39,32 @@ def main(args: argparse.Namespace) -> int:
     result = inspect_channels(args.files, page_size=args.page_size, method=args.method,
                               qemu_version=args.qemu_version, image=args.image, block=args.block,
                               on_packet=show)
-    print(f"method {result.method}, QEMU {result.qemu_version} stream, main block {result.block!r}")
+    main = repr(result.block) if result.block is not None else "none (no page in the files)"
+    print(f"method {result.method}, QEMU {result.qemu_version} stream, main block {main}")
     for c in result.channels:
+        numbers = f"{c.first_packet}-{c.last_packet}" if c.first_packet is not None else "-"
         print(f"  channel {c.channel} ({c.path}): {c.packets} packets ({c.sync_packets} SYNC), "
               f"normal {c.normal_pages}, zero {c.zero_pages}, other-block pages "
-              f"{c.other_block_pages}, {c.bytes} bytes, packet_num {c.first_packet}-{c.last_packet}")
+              f"{c.other_block_pages}, {c.bytes} bytes, packet_num {numbers}")
     if args.image:
-        verdict = "ok" if result.ok else "MISMATCH"
-        print(f"image check: {result.pages_checked} pages of {result.block!r} checked, "
-              f"{result.mismatched_pages} differ: {verdict}")
-        for offset in result.mismatched_offsets:
-            print(f"  differs at {offset:#x}")
-        return EXIT_OK if result.ok else EXIT_VERIFY
+        return _image_verdict(result, args.block)
     return EXIT_OK
+
+
+def _image_verdict(result, block_asked: str | None) -> int:
+    from engine.cli import EXIT_OK, EXIT_VERIFY
+
+    seen = result.block_pages()
+    if block_asked is not None and block_asked not in seen:
+        blocks = ", ".join(f"{name!r} ({pages} pages)" for name, pages in seen.most_common())
+        raise errors.UsageError(f"--block {block_asked!r}: no page of that block in these files "
+                                f"(blocks: {blocks or 'none, the files hold no page'})")
+    if result.pages_checked == 0:
+        print("image check: nothing checked (the files hold no page): not a pass")
+        return EXIT_VERIFY
+    verdict = "ok" if result.ok else "MISMATCH"
+    print(f"image check: {result.pages_checked} pages of {result.block!r} checked, "
+          f"{result.mismatched_pages} differ: {verdict}")
+    for offset in result.mismatched_offsets:
+        print(f"  differs at {offset:#x}")
+    return EXIT_OK if result.ok else EXIT_VERIFY
