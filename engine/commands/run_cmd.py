@@ -7,6 +7,7 @@ import sys
 
 from engine.commands import verbosity
 from engine.commands.config_argument import add_config_argument, config_from
+from engine.commands.output_path import check_output_file, text_stream
 from engine.commands.progress import ProgressLine
 from engine.report.run import QUIET
 
@@ -14,7 +15,8 @@ from engine.report.run import QUIET
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a batch of precopy rounds and print a report")
     add_config_argument(p)
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON (the file "
+                   "`report` reads; -: to standard output, the text report then to standard error)")
     verbosity.add_arguments(p)
     p.set_defaults(handler=main)
 
@@ -24,12 +26,13 @@ def main(args: argparse.Namespace) -> int:
     from engine.cli import EXIT_OK, EXIT_VERIFY
 
     config = config_from(args)
+    check_output_file(args.json, "--json")
     progress = ProgressLine(sys.stderr, config.run.rounds, enabled=args.verbosity > QUIET)
     try:
         report = run_batch(config, progress=progress)
     finally:
         progress.finish()
-    print(report.format_text(args.verbosity))
+    print(report.format_text(args.verbosity), file=text_stream(args.json))
     if args.json:
         report.write_json(args.json)
     return EXIT_VERIFY if report.verified is False else EXIT_OK
