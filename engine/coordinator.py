@@ -41,9 +41,12 @@ the coordinator between Result and the next Task that names it.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import multiprocess
 import numpy as np
@@ -59,6 +62,44 @@ from workers.jobs import JobSettings
 from workers.messages import Bye, Failure, MessageError, Ready, Result, Shutdown, Task, unpack
 
 _MP = multiprocess.get_context("spawn")
+# the exit status of a worker whose start ran the user's script again (no main guard)
+NO_MAIN_GUARD_EXIT = 86
+
+
+@contextmanager
+def _sigint_ignored_by_children() -> Iterator[None]:
+    """Processes started inside ignore Ctrl-C; ours is only held back, not lost.
+
+    Ctrl-C is the coordinator's to handle (``close`` stops the workers).  A
+    worker that got it too would print its own KeyboardInterrupt traceback
+    while importing.  An ignored SIGINT stays ignored across exec (and
+    Python then installs no handler); the signal mask would not survive the
+    spawn, but a blocked signal is kept pending rather than ignored, so a
+    Ctrl-C in this window reaches us once the handler is back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _refuse_while_bootstrapping() -> None:
+    """In a worker that is still importing the main script: leave, quietly.
+
+    The spawn start method imports the parent's main script again in every
+    worker; a script without ``if __name__ == "__main__":`` then creates an
+    Engine in there too.  Python would print a long RuntimeError per worker;
+    instead the worker exits with NO_MAIN_GUARD_EXIT and the parent says
+    what is wrong (``MissingMainGuard``) in one line.
+    """
+    if getattr(_MP.current_process(), "_inheriting", False):
+        raise SystemExit(NO_MAIN_GUARD_EXIT)
 
 
 @dataclass
@@ -181,11 +222,13 @@ class Coordinator:
             fail_on_packet=self.settings.fail_on_packet,
             method_level=self.settings.method_level,
         )
+        _refuse_while_bootstrapping()
         ours, theirs = _MP.Pipe(duplex=True)
         process = _MP.Process(target=worker_main.main, args=(theirs, spec.as_dict()),
                               name=f"mfd-worker-{worker_id}", daemon=True)
         try:
-            process.start()
+            with _sigint_ignored_by_children():
+                process.start()
         except BaseException:
             ours.close()
             raise
@@ -358,7 +401,7 @@ class Coordinator:
         w.last_exit_code = w.process.exitcode
         w.deaths_in_a_row += 1
         if (self._closed or w.deaths_in_a_row > self.settings.worker_restarts
-                or not self.replaceable):
+                or not self.replaceable or w.last_exit_code == NO_MAIN_GUARD_EXIT):
             self._terminate_broken(w)
         w.conn.close()
         w.process, w.conn = self._spawn(w.worker_id, w.slots)
@@ -379,6 +422,8 @@ class Coordinator:
 
     def _terminate_broken(self, w: _Worker) -> None:
         code = w.last_exit_code
+        if code == NO_MAIN_GUARD_EXIT:
+            raise errors.MissingMainGuard() from None
         packets = sorted(w.in_flight)
         message = f"process {w.process.pid} died (exit code {code}) with packets {packets} in flight"
         if self.settings.worker_restarts and not self.replaceable:

@@ -179,6 +179,21 @@ class BrokenWorker(WorkerError):
     """A worker process died without reporting why (killed, crashed)."""
 
 
+class MissingMainGuard(BrokenWorker):
+    """The script that started the engine has no ``if __name__ == "__main__":`` guard.
+
+    Workers are started with the spawn method, which imports the main
+    script again in each of them; unguarded, that import starts an engine
+    of its own, and the workers cannot start.
+    """
+
+    def __init__(self) -> None:
+        super().__init__('workers could not start: the script that creates the engine needs '
+                         '`if __name__ == "__main__":` around its entry point (workers are '
+                         'started with spawn, which imports the script again)',
+                         worker_id=0, kind="no-main-guard")
+
+
 class RemoteTraceback(Exception):
     """Holds a worker's traceback text; set as ``__cause__`` of a WorkerError."""
 
