@@ -147,12 +147,28 @@ def _blocks(raw: list) -> list[tuple[str, int]]:
     return [(name, size) for name, size in raw]
 
 
-class ControlChannel:
-    """One end of the control connection: send and receive whole messages."""
+INTERRUPTED = "Interrupted"     # Error.error of an end stopped by Ctrl-C; the message names its role
 
-    def __init__(self, sock: socket.socket, *, peer: str = "") -> None:
+
+def peer_failed(message: Error, peer: str) -> errors.PeerFailed:
+    """The peer's Error as our exception; an interrupted peer is said in words."""
+    if message.error == INTERRUPTED:
+        who = message.message if message.message in ("sender", "receiver") else "peer"
+        return errors.PeerFailed(f"the {who} was interrupted (Ctrl-C)", peer=peer)
+    return errors.PeerFailed(f"{message.error}: {message.message}", peer=peer)
+
+
+class ControlChannel:
+    """One end of the control connection: send and receive whole messages.
+
+    ``role`` ("sender" or "receiver") is this end's, told to the peer when
+    a Ctrl-C stops it.
+    """
+
+    def __init__(self, sock: socket.socket, *, peer: str = "", role: str = "peer") -> None:
         self.sock = sock
         self.peer = peer
+        self.role = role
 
     # ---- opening ------------------------------------------------------
 
@@ -183,7 +199,7 @@ class ControlChannel:
         """The next message, which must be a ``cls``; the peer's Error becomes PeerFailed."""
         message = self.receive(timeout)
         if isinstance(message, Error):
-            raise errors.PeerFailed(f"{message.error}: {message.message}", peer=self.peer)
+            raise peer_failed(message, self.peer)
         if not isinstance(message, cls):
             raise errors.ControlError(f"expected {cls.__name__}", field="kind",
                                       got=type(message).__name__, expected=cls.__name__)
@@ -204,7 +220,10 @@ class ControlChannel:
         """Tell the peer why we give up (best effort: it may be gone)."""
         try:
             self.sock.settimeout(1.0)
-            self.send(Error(type(exc).__name__, str(exc)[:2000]))
+            if isinstance(exc, KeyboardInterrupt):
+                self.send(Error(INTERRUPTED, self.role))
+            else:
+                self.send(Error(type(exc).__name__, str(exc)[:2000]))
         except (OSError, errors.EngineError):
             pass    # the peer is gone: nothing to tell
 

@@ -76,7 +76,7 @@ def send_migration(config: Config, to: Address | str, *, progress: Progress | No
     t = config.transport
     with ExitStack() as stack:
         sock = connect(address, timeout=t.connect_timeout, stall_timeout=t.stall_timeout)
-        channel = ControlChannel(sock, peer=str(address))
+        channel = ControlChannel(sock, peer=str(address), role="sender")
         stack.callback(channel.close)
         with _peer_reason(channel):
             return _send(config, address, channel, stack, progress)
@@ -155,7 +155,7 @@ def _peer_failure(channel: ControlChannel, exc: BaseException) -> errors.PeerFai
     peer = channel.peer_error(0.5)
     if peer is None:
         return None
-    return errors.PeerFailed(f"{peer.error}: {peer.message}", peer=channel.peer)
+    return control.peer_failed(peer, channel.peer)
 
 
 # ---------------------------------------------------------------- receiver
@@ -237,7 +237,7 @@ def receive_migration(config: Config, listen: Address | str, *,
             on_listening(listener.address)
         sock, peer = listener.accept(timeout=t.accept_timeout, stall_timeout=t.stall_timeout,
                                      what="sender")
-        channel = ControlChannel(sock, peer=peer)
+        channel = ControlChannel(sock, peer=peer, role="receiver")
         stack.callback(channel.close)
         with _peer_reason(channel):
             return _receive(config, listener, channel, stack, record_dir)
@@ -298,7 +298,7 @@ def _serve_rounds(channel: ControlChannel, receiver: Receiver, report: ReceiveRe
     while True:
         message = channel.receive(end_timeout)
         if isinstance(message, control.Error):
-            raise errors.PeerFailed(f"{message.error}: {message.message}", peer=channel.peer)
+            raise control.peer_failed(message, channel.peer)
         if isinstance(message, control.End):
             digests = block_digests(receiver.blocks)
             report.digests_match = message.digests == digests
