@@ -24,7 +24,6 @@ import sys
 from typing import Sequence
 
 from engine import errors
-from engine.commands import COMMANDS
 
 EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_INPUT, EXIT_ENGINE, EXIT_PEER, EXIT_INTERRUPTED = (
     0, 1, 2, 3, 4, 5, 130)
@@ -32,6 +31,8 @@ EXIT_PIPE_CLOSED = 141     # as a shell reports a process ended by SIGPIPE
 
 
 def _parser() -> argparse.ArgumentParser:
+    from engine.commands import COMMANDS     # here, so a Ctrl-C while importing is caught
+
     parser = argparse.ArgumentParser(
         prog="multifd-engine",
         description="Compress and move guest memory pages as QEMU's multifd migration does.",
@@ -50,7 +51,11 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
         return _handle(args)
     except BrokenPipeError:
