@@ -245,3 +245,16 @@ def test_script_without_main_guard_is_told_so_in_one_line(tmp_path):
     assert result.stderr == ""        # no worker printed anything
     assert result.stdout.startswith("MissingMainGuard: ")
     assert 'if __name__ == "__main__":' in result.stdout
+
+
+def test_an_interrupted_sender_is_named_by_the_receiver():
+    from engine.errors import PeerFailed
+    from engine.net import control
+
+    a, b = socket.socketpair()
+    with a, b:
+        sender = control.ControlChannel(a, peer="receiver-address", role="sender")
+        receiver = control.ControlChannel(b, peer="sender-address", role="receiver")
+        sender.report_error(KeyboardInterrupt())
+        with pytest.raises(PeerFailed, match=r"the sender was interrupted \(Ctrl-C\)"):
+            receiver.expect(control.Round, 5)
