@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from engine.commands import verbosity
-from engine.commands.config_argument import add_config_argument, config_from
+from engine.commands.config_argument import add_config_argument, add_set_argument, config_from
 from engine.commands.output_path import check_output_dir, check_output_file, text_stream
 
 
@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "DIR/channel-<id>.mfd (readable with `inspect`)")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON "
                    "(-: to standard output, the text report then to standard error)")
+    add_set_argument(p)
     verbosity.add_arguments(p)
     p.set_defaults(handler=main)
 

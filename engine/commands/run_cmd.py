@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from engine.commands import verbosity
-from engine.commands.config_argument import add_config_argument, config_from
+from engine.commands.config_argument import add_config_argument, add_set_argument, config_from
 from engine.commands.output_path import check_output_file, text_stream
 from engine.commands.progress import ProgressLine
 from engine.report.run import QUIET
@@ -17,6 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config_argument(p)
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON (the file "
                    "`report` reads; -: to standard output, the text report then to standard error)")
+    add_set_argument(p)
     verbosity.add_arguments(p)
     p.set_defaults(handler=main)
 

@@ -7,7 +7,7 @@ import sys
 
 from engine.commands import verbosity
 from engine.commands.progress import ProgressLine
-from engine.commands.config_argument import add_config_argument, config_from
+from engine.commands.config_argument import add_config_argument, add_set_argument, config_from
 from engine.commands.output_path import check_output_file, text_stream
 from engine.report.run import QUIET
 
@@ -18,6 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", required=True, metavar="HOST:PORT", help="the receiver's address")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON "
                    "(-: to standard output, the text report then to standard error)")
+    add_set_argument(p)
     verbosity.add_arguments(p)
     p.set_defaults(handler=main)
 

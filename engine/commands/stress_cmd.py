@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import TextIO
 
 from engine.commands import verbosity
-from engine.commands.config_argument import add_config_argument, config_from
+from engine.commands.config_argument import add_config_argument, add_set_argument, config_from
 from engine.commands.output_path import check_output_file, text_stream
 from engine.report.run import NORMAL, QUIET, VERBOSE
 
@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="repeat a run: the seed its summary printed")
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON "
                    "(-: to standard output, the text summary then to standard error)")
+    add_set_argument(p)
     verbosity.add_arguments(p)
     p.set_defaults(handler=main)
 
