@@ -5,9 +5,11 @@
     dirty batch (page indices of one RAM block)
         │ split into packets of at most page_count pages, global packet_num
         ▼
-    _next_idle_worker ── round-robin over workers with a free output slot,
-        │                starting after the one used last (as QEMU picks
-        │                the next idle channel)
+    _next_worker ── strictly in turn: the worker after the one used last,
+        │            waiting for a free output slot of that one (QEMU
+        │            takes the next idle channel instead; strict turns
+        │            make the split, and so every channel's bytes, the
+        │            same for the same seed)
         ▼
     worker i  ◄─Task──  pipe i  (msgpack frames: numbers only)
         │  payload written into worker i's output slot (shared memory)
@@ -292,7 +294,7 @@ class Coordinator:
         pages = self._checked_pages(block_index, pages)
         total = -(-len(pages) // self.page_count)
         for packet, start in enumerate(range(0, len(pages), self.page_count)):  # per packet
-            self._dispatch(self._next_idle_worker(), block_index, pages[start:start + self.page_count])
+            self._dispatch(self._next_worker(), block_index, pages[start:start + self.page_count])
             if on_packet is not None:
                 on_packet(packet + 1, total)
         return total
@@ -328,15 +330,19 @@ class Coordinator:
         self._packet_num += 1
         return number
 
-    def _next_idle_worker(self) -> _Worker:
-        count = len(self.workers)
-        while True:
-            for step in range(1, count + 1):
-                w = self.workers[(self._last + step) % count]
-                if w.free_slots:
-                    self._last = (self._last + step) % count
-                    return w
+    def _next_worker(self) -> _Worker:
+        """The next worker in turn, once it has a free slot.
+
+        Not the next idle one, as QEMU picks channels: which worker gets a
+        packet would then depend on timing, and a worker's compressor
+        state (the software codec adapts to what it compressed before) on
+        which packets it got, so one seed gave different bytes run to run.
+        """
+        self._last = (self._last + 1) % len(self.workers)
+        w = self.workers[self._last]
+        while not w.free_slots:
             self._wait_result_or_death()
+        return w
 
     def _dispatch(self, w: _Worker, block_index: int, pages: np.ndarray) -> None:
         slot = w.free_slots.pop()
