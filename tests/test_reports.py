@@ -276,10 +276,20 @@ def test_progress_shows_on_a_terminal_only():
         line(0, 5, 10)
         line.finish()
     assert pipe.getvalue() == ""
-    assert "round 1/2" in tty.getvalue() and "5/10 packets" in tty.getvalue()
+    assert "round 0 (0..1)" in tty.getvalue() and "5/10 packets" in tty.getvalue()
     quiet = _Tty()
     ProgressLine(quiet, rounds=2, enabled=False)(0, 5, 10)
     assert quiet.getvalue() == ""
+
+
+def test_progress_line_covers_what_a_longer_line_left():
+    tty = _Tty()
+    line = ProgressLine(tty, rounds=4, enabled=True)
+    line(0, 500, 512)
+    line(1, 26, 26)                                    # a shorter line after a longer one
+    last = tty.getvalue().rsplit("\r", 1)[1]
+    assert last.rstrip() == "round 1 (0..3) [####################] 100% 26/26 packets"
+    assert len(last) == len("round 0 (0..3) [###################.]  97% 500/512 packets")
 
 
 def test_report_to_dict_does_not_share_state_with_the_report(qpl_report):
