@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON "
                    "(-: to standard output, the text report then to standard error)")
     add_set_argument(p)
-    verbosity.add_arguments(p)
+    verbosity.add_arguments(p, "also every counter of every channel")
     p.set_defaults(handler=main)
 
 

@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON "
                    "(-: to standard output, the text summary then to standard error)")
     add_set_argument(p)
-    verbosity.add_arguments(p)
+    verbosity.add_arguments(p, "one line per finished round instead of the live status line")
     p.set_defaults(handler=main)
 
 
