@@ -138,9 +138,7 @@ class Report:
         lines = [
             f"multifd-engine {self.engine_version}: method {self.method}, {self.channels} channel(s), "
             f"page size {self.page_size}, peer QEMU {self.qemu_version}",
-            f"codec {self.codec}; work queue path: {', '.join(sorted(set(self.accelerator)))}",
-            *[textwrap.fill(reason, 100, initial_indent="  why: ", subsequent_indent="       ")
-              for reason in sorted({c.get('path_reason', '') for c in self.send_channels} - {''})],
+            *self._path_lines(verbosity),
             "",
             *self._round_lines(),
             "",
@@ -151,7 +149,8 @@ class Report:
             f"ratio           {_num(t['ratio'], '.2f'):>12}",
             f"send            {_num(t['send_mb_per_s'], '.1f'):>12}  MB/s of guest RAM "
             f"({t['send_seconds']:.3f} s)",
-            "work queue      " + ", ".join(f"{_LABELS[k]} {t[k]}" for k in WORK_QUEUE_COUNTERS),
+            *(["work queue      " + ", ".join(f"{_LABELS[k]} {t[k]}" for k in WORK_QUEUE_COUNTERS)]
+              if self.uses_work_queue else []),
             *_device_lines(self.device),
             "",
             *self._channel_lines(),
@@ -165,6 +164,24 @@ class Report:
                 lines.append(f"  round {r.round}: {r.mismatched_pages} page(s) of {block!r} differ, "
                              f"first at {shown}")
         return "\n".join(lines)
+
+    @property
+    def uses_work_queue(self) -> bool:
+        """Did any channel's pages go through a work queue (qpl), so its counters mean something?"""
+        return any(path != "none" for path in self.accelerator)
+
+    def _path_lines(self, verbosity: int) -> list[str]:
+        """The codec, and the work-queue path with why: in a few words, in full with -v."""
+        paths = sorted({(c.get("accelerator", "?"), c.get("path_reason", ""))
+                        for c in self.send_channels} - {("none", "")})
+        if verbosity < VERBOSE:
+            return [f"codec {self.codec}" + "".join(f"; {path} path: {path_summary(reason)}"
+                                                    for path, reason in paths)]
+        lines = [f"codec {self.codec}"]
+        for path, reason in paths:
+            lines.append(textwrap.fill(reason, 100, initial_indent=f"{path} path: ",
+                                       subsequent_indent="  "))
+        return lines
 
     def _verdict_line(self, *, with_figures: bool) -> str:
         if self.final_digests_match is not None:
@@ -195,16 +212,22 @@ class Report:
         return lines
 
     def _channel_lines(self) -> list[str]:
-        lines = [f"{'channel':>7} {'packets':>8} {'normal':>8} {'zero':>7} {'raw':>7} {'MB':>9} "
-                 f"{'hw jobs':>8} {'busy':>6} {'retries':>7} {'fallback':>8} {'hw err':>6} "
-                 f"{'sw err':>6}  path"]
+        """Per channel; ``packets`` are data packets, the SYNC packets (one per channel
+        per round, no pages) apart, so a receiver's count (both) is their sum."""
+        queue = self.uses_work_queue
+        lines = [f"{'channel':>7} {'packets':>8} {'SYNC':>5} {'normal':>8} {'zero':>7} {'raw':>7} "
+                 f"{'MB':>9}" + (f" {'hw jobs':>8} {'busy':>6} {'retries':>7} {'fallback':>8} "
+                                 f"{'hw err':>6} {'sw err':>6}  path" if queue else "")]
         for c in self.send_channels:
-            lines.append(
-                f"{c['channel']:>7} {c.get('packets', 0):>8} {c.get('normal_pages', 0):>8} "
-                f"{c.get('zero_pages', 0):>7} {c.get('raw_pages', 0):>7} {c.get('bytes', 0) / _MB:>9.2f} "
-                f"{c.get('hw_submitted', 0):>8} {c.get('busy', 0):>6} {c.get('retries', 0):>7} "
-                f"{c.get('sw_fallbacks', 0):>8} {c.get('hw_errors', 0):>6} {c.get('sw_errors', 0):>6}  "
-                f"{c.get('accelerator', '?')}")
+            line = (f"{c['channel']:>7} {c.get('packets', 0):>8} {c.get('sync_packets', 0):>5} "
+                    f"{c.get('normal_pages', 0):>8} {c.get('zero_pages', 0):>7} "
+                    f"{c.get('raw_pages', 0):>7} {c.get('bytes', 0) / _MB:>9.2f}")
+            if queue:
+                line += (f" {c.get('hw_submitted', 0):>8} {c.get('busy', 0):>6} "
+                         f"{c.get('retries', 0):>7} {c.get('sw_fallbacks', 0):>8} "
+                         f"{c.get('hw_errors', 0):>6} {c.get('sw_errors', 0):>6}  "
+                         f"{c.get('accelerator', '?')}")
+            lines.append(line)
         return lines
 
     def _time_split_lines(self) -> list[str]:
@@ -242,6 +265,12 @@ PHASES = ("zero_ns", "compress_ns", "write_ns")
 _LABELS = {"hw_submitted": "hardware jobs", "busy": "busy answers", "retries": "retries",
            "sw_fallbacks": "software fallbacks", "hw_errors": "hardware errors",
            "sw_errors": "software errors"}
+
+
+def path_summary(reason: str) -> str:
+    """A work-queue path's reason in a few words: "libqpl not found", "IAA hardware
+    probe failed", 'accelerator = "software"' (the reasons put that first)."""
+    return reason.removeprefix("auto: ").split(" (")[0].split(": ")[0]
 
 
 def _device_lines(device: dict[str, int]) -> list[str]:

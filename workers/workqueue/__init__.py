@@ -106,11 +106,12 @@ def _iaa(qpl_library: str, page_count: int) -> OpenedQueues:
     status = library.probe_hardware()
     if status != 0:
         fallback.close()
-        raise AcceleratorError(f"libqpl {library.version} found ({library.path}) but the IAA "
-                               f"hardware probe failed: {qpl_status_text(status)}", status=status)
+        raise AcceleratorError(f"IAA hardware probe failed ({qpl_status_text(status)}) with "
+                               f"libqpl {library.version} at {library.path}", status=status)
     try:
         queue = library.queue(hardware=True, page_count=page_count)
     except BaseException:
         fallback.close()
         raise
-    return OpenedQueues(queue, fallback, f"libqpl {library.version} ({library.path}), IAA probe passed")
+    return OpenedQueues(queue, fallback, f"IAA probe passed with libqpl {library.version} "
+                                         f"({library.path})")
