@@ -249,6 +249,34 @@ def test_bench_and_stress_reports_print_as_tables(tmp_path, capsys):
     assert "send, 2 workers" in out and "stress, seed 7, 2 ch" in out
 
 
+def test_stress_without_faults_says_so_in_table_and_plot(tmp_path, capsys):
+    report = {**_stress_report(), "faults": {"worker_kill": {"injected": 0, "survived": 0}}}
+    assert main(["report", _write(tmp_path / "s.json", report)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "faults: none injected" in out and "injected  survived" not in out
+    pytest.importorskip("matplotlib", reason="plotting needs the 'plot' extra (matplotlib)")
+    from engine.report.plot import _stress_figure
+
+    (ax,) = _stress_figure(report).axes
+    assert ax.get_legend() is None          # no bars: no legend of two same-coloured entries
+    (ax,) = _stress_figure(_stress_report()).axes
+    colours = {tuple(h.get_facecolor()) for h in ax.get_legend().legend_handles}
+    assert len(colours) == 2
+
+
+def test_phase_legend_does_not_cover_the_bars(qpl_report):
+    pytest.importorskip("matplotlib", reason="plotting needs the 'plot' extra (matplotlib)")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from engine.report.plot import _run_figure
+
+    figure = _run_figure(qpl_report.to_dict())
+    FigureCanvasAgg(figure).draw()
+    phases = next(ax for ax in figure.axes if ax.get_title().startswith("Where a packet"))
+    legend = phases.get_legend().get_window_extent()
+    assert legend.y1 <= phases.get_window_extent().y0     # below the panel, not on it
+
+
 # ---- quiet, verbose, progress -------------------------------------------------
 
 def test_quiet_prints_only_the_verdict_and_verbose_adds_detail(tmp_path, capsys):

@@ -184,7 +184,8 @@ def _phase_panel(ax: Any, r: dict[str, Any]) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("µs per packet (a packet: up to 128 pages of 4 KiB)"
                   if r["page_size"] == 4096 else "µs per packet")
-    ax.legend(loc="lower right", fontsize=9)
+    # below the panel, as the throughput panel's: inside, it hid the end of a bar
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=9, frameon=False)
     ax.grid(axis="x", alpha=0.3)
 
 
@@ -220,7 +221,13 @@ def _stress_figure(r: dict[str, Any]) -> Figure:
         f"Stress run, seed {r['seed']}: {r['rounds']} rounds on {r['channels']} channels, "
         f"{r['rounds_verified']} verified; pages lost {r['pages_lost']}, unexpected errors "
         f"{len(r['unexpected_errors'])}: {verdict}\n{_machine_text(r['machine'])}", fontsize=12)
-    kinds = sorted(r["faults"])
+    kinds = sorted(k for k, f in r["faults"].items() if f.get("injected", 0))
+    ax.set_title("Faults injected and survived, per kind")
+    if not kinds:
+        # no bars: a legend would show default colours for both, and an axis nothing
+        ax.text(0.5, 0.5, "no fault was injected in this run", ha="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return figure
     injected = [r["faults"][k].get("injected", 0) for k in kinds]
     survived = [r["faults"][k].get("survived", 0) for k in kinds]
     y = list(range(len(kinds)))
@@ -234,9 +241,6 @@ def _stress_figure(r: dict[str, Any]) -> Figure:
     ax.set_yticks(y, kinds)
     ax.invert_yaxis()
     ax.set_xlabel("faults")
-    ax.set_title("Faults injected and survived, per kind")
-    if not kinds:
-        ax.text(0.5, 0.5, "no fault was injected in this run", ha="center", transform=ax.transAxes)
     ax.set_xlim(0, max(injected + survived + [1]) * 1.1)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     ax.grid(axis="x", alpha=0.3)
