@@ -104,6 +104,7 @@ class Engine:
             if blocks is None:
                 blocks = [self._stack.enter_context(make_source_block(self.config))]
             self.blocks = list(blocks)
+            setup_started = time.perf_counter()
             self.sinks = list(sinks) if sinks is not None else make_sinks(self.config)
             for sink in self.sinks:
                 self._stack.callback(sink.close)
@@ -116,6 +117,8 @@ class Engine:
                 worker_restarts=self.config.run.worker_restarts, after_dispatch=after_dispatch))
             self._stack.callback(self.coordinator.close)
             self.coordinator.start()
+            # QEMU's setup-time: workers up, channels open, init packets written
+            self.setup_seconds = time.perf_counter() - setup_started
         except BaseException:
             self._stack.close()
             raise
@@ -147,6 +150,7 @@ class Engine:
         report.timeline = self.coordinator.timeline.as_dict()
         report.page_sizes = self.coordinator.page_sizes.as_dict()
         report.machine = machine_facts(report.send_channels)
+        report.setup_seconds += self.setup_seconds
 
     def close(self) -> None:
         self._stack.close()
@@ -182,11 +186,14 @@ def run_batch(config: Config | None = None, *, progress: Progress | None = None)
         w = config.workload
         rounds = PrecopyRounds(engine.block, seed=w.seed, dirty_fraction=w.dirty_fraction,
                                hot_fraction=w.hot_fraction, hot_share=w.hot_share, mix=w.mix)
+        receiver_started = time.perf_counter()
         receiver = _receiver_for(engine, stack) if config.run.verify else None
+        receiver_setup = time.perf_counter() - receiver_started
         report = Report(
             engine_version=engine_version(), codec=codec.codec_name(), method=config.migration.method,
             page_size=config.migration.page_size, channels=len(engine.sinks),
-            qemu_version=config.migration.qemu_version, accelerator=[], config=config.as_dict())
+            qemu_version=config.migration.qemu_version, accelerator=[], config=config.as_dict(),
+            setup_seconds=receiver_setup)
         for index in range(config.run.rounds):
             batch = rounds.batch(index)
             sent = engine.send(batch, round_index=index, progress=progress)

@@ -78,7 +78,7 @@ def test_file_sink_streams_are_readable_by_inspect(tmp_path):
     assert sum(c.normal_pages for c in result.channels) == report.totals()["normal_pages"]
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["totals"]["verified"] is True
-    assert saved["schema_version"] == 2 and saved["kind"] == "run"
+    assert saved["schema_version"] == 3 and saved["kind"] == "run"
 
 
 def test_library_engine_and_receiver_with_own_blocks():

@@ -56,7 +56,10 @@ def test_run_report_round_trip(tmp_path, qpl_report):
     assert data["kind"] == "run"
     # config tuples (e.g. stress.page_sizes) come back as JSON lists
     assert data["config"] == json.loads(json.dumps(qpl_report.config))
-    assert Report.from_dict(data) == dataclasses.replace(qpl_report, config=data["config"])
+    back = Report.from_dict(data)
+    assert abs(back.setup_seconds - qpl_report.setup_seconds) < 1e-3     # QEMU's whole ms
+    assert back == dataclasses.replace(qpl_report, config=data["config"],
+                                       setup_seconds=back.setup_seconds)
     assert data["totals"] == json.loads(json.dumps(qpl_report.totals()))
     machine = data["machine"]
     assert machine["cores"] >= 1 and machine["codec"]["compress"] in ("isal", "libdeflate", "zlib")
@@ -247,6 +250,32 @@ def test_bench_and_stress_reports_print_as_tables(tmp_path, capsys):
     assert main(["report", bench, stress]) == EXIT_OK
     out = capsys.readouterr().out
     assert "send, 2 workers" in out and "stress, seed 7, 2 ch" in out
+
+
+def test_qemu_section_is_query_migrate_computed_as_qemu_does(qpl_report):
+    q, t = qpl_report.to_dict()["qemu"], qpl_report.totals()
+    sends = [r.send_seconds for r in qpl_report.rounds]
+    assert q["status"] == "completed" and q["setup-time"] >= 1     # workers take a while to start
+    assert q["total-time"] == q["setup-time"] + round(sum(sends) * 1e3)
+    assert q["downtime"] == round(sends[-1] * 1e3)
+    ram = q["ram"]
+    assert (ram["transferred"], ram["duplicate"], ram["normal"]) == (
+        t["bytes_on_wire"], t["zero_pages"], t["normal_pages"])
+    assert ram["normal-bytes"] == t["normal_pages"] * 4096
+    transfer_ms = q["total-time"] - q["setup-time"]
+    assert ram["mbps"] == pytest.approx(t["bytes_on_wire"] * 8 / transfer_ms / 1000)   # Mbit/s
+    line = next(x for x in qpl_report.format_text().splitlines() if x.startswith("as query-migrate"))
+    assert f"total-time {q['total-time']} ms" in line and f"downtime ~{q['downtime']} ms" in line
+
+
+def test_version_2_reports_are_still_read_and_version_3_needs_qemu(qpl_report):
+    data = json.loads(json.dumps(qpl_report.to_dict()))
+    del data["qemu"]
+    with pytest.raises(errors.ReportError, match="qemu"):
+        validate(data)
+    data["schema_version"] = 2
+    assert validate(data) is data
+    assert Report.from_dict(data).setup_seconds == 0.0
 
 
 def test_stress_without_faults_says_so_in_table_and_plot(tmp_path, capsys):

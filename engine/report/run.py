@@ -13,6 +13,8 @@ import textwrap
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from engine.report.qemu_stats import format_line as format_qemu_line
+from engine.report.qemu_stats import query_migrate
 from engine.report.schema import envelope, now, write_report
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
@@ -51,6 +53,7 @@ class Report:
     machine: dict[str, Any] = field(default_factory=dict)  # report_schema.machine_facts()
     timeline: dict[str, Any] | None = None                 # timeline.PacketTimeline.as_dict()
     page_sizes: dict[str, Any] | None = None               # page_sizes.PageSizeHistogram.as_dict()
+    setup_seconds: float = 0.0     # workers started, channels opened (the JSON has it in "qemu")
 
     # ---- derived figures ----------------------------------------------
 
@@ -101,6 +104,13 @@ class Report:
             **{key: self._sum(key) for key in WORK_QUEUE_COUNTERS},
         }
 
+    def qemu(self) -> dict[str, Any]:
+        """The run as QEMU's ``query-migrate`` would report it (``engine.report.qemu_stats``)."""
+        return query_migrate(setup_seconds=self.setup_seconds,
+                             round_seconds=[r.send_seconds for r in self.rounds],
+                             transferred=self.bytes_on_wire, zero_pages=self._sum("zero_pages"),
+                             normal_pages=self._sum("normal_pages"), page_size=self.page_size)
+
     # ---- JSON ---------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,17 +118,20 @@ class Report:
         out = envelope("run", engine_version=self.engine_version, created=self.created,
                        machine=self.machine, config=self.config)
         body = asdict(self)
-        for key in ("engine_version", "created", "machine", "config"):
+        for key in ("engine_version", "created", "machine", "config", "setup_seconds"):
             del body[key]
         out.update(body)
         out["totals"] = self.totals()
+        out["qemu"] = self.qemu()
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
         """A Report from ``to_dict`` output (checked by ``report_schema.validate`` first)."""
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} - {"setup_seconds"}
         values = {k: v for k, v in data.items() if k in names}
+        if isinstance(data.get("qemu"), dict):          # schema version 3 on
+            values["setup_seconds"] = data["qemu"].get("setup-time", 0) / 1e3
         round_names = {f.name for f in fields(RoundReport)}
         values["rounds"] = [RoundReport(**{k: v for k, v in r.items() if k in round_names})
                             for r in data.get("rounds", [])]
@@ -149,6 +162,7 @@ class Report:
             f"ratio           {_num(t['ratio'], '.2f'):>12}",
             f"send            {_num(t['send_mb_per_s'], '.1f'):>12}  MB/s of guest RAM "
             f"({t['send_seconds']:.3f} s)",
+            format_qemu_line(self.qemu()),
             *(["work queue      " + ", ".join(f"{_LABELS[k]} {t[k]}" for k in WORK_QUEUE_COUNTERS)]
               if self.uses_work_queue else []),
             *_device_lines(self.device),
