@@ -30,7 +30,7 @@ EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_INPUT, EXIT_ENGINE, EXIT_PEER, EXIT_INTER
 EXIT_PIPE_CLOSED = 141     # as a shell reports a process ended by SIGPIPE
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     from engine.commands import COMMANDS     # here, so a Ctrl-C while importing is caught
 
     parser = argparse.ArgumentParser(
@@ -52,7 +52,7 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -11,11 +11,15 @@ from engine import errors, methods
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="print the packets of multifd channel files")
     p.add_argument("files", nargs="+", help="channel files (.mfd, or .mfd.zst)")
-    p.add_argument("--image", help="memory image to check the pages against (.zst allowed)")
-    p.add_argument("--block", help="RAM block the image holds (default: the block most pages name)")
+    p.add_argument("--image", metavar="IMG",
+                   help="memory image to check the pages against (.zst allowed)")
+    p.add_argument("--block", metavar="NAME",
+                   help="RAM block the image holds (default: the block most pages name)")
     p.add_argument("--method", choices=methods.names(), help="default: from the packets")
-    p.add_argument("--qemu-version", help="peer QEMU, e.g. 7.2 or 10.0 (default: guessed)")
-    p.add_argument("--page-size", type=int, default=4096)
+    p.add_argument("--qemu-version", metavar="V",
+                   help="peer QEMU, e.g. 7.2 or 10.0 (default: guessed)")
+    p.add_argument("--page-size", type=int, default=4096, metavar="N",
+                   help="bytes per page of the stream (default 4096)")
     p.add_argument("--summary", action="store_true", help="no per-packet lines")
     p.set_defaults(handler=main)
 
