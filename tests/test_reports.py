@@ -264,7 +264,7 @@ def test_qemu_section_is_query_migrate_computed_as_qemu_does(qpl_report):
     assert ram["normal-bytes"] == t["normal_pages"] * 4096
     transfer_ms = q["total-time"] - q["setup-time"]
     assert ram["mbps"] == pytest.approx(t["bytes_on_wire"] * 8 / transfer_ms / 1000)   # Mbit/s
-    line = next(x for x in qpl_report.format_text().splitlines() if x.startswith("as query-migrate"))
+    line = next(x for x in qpl_report.format_text().splitlines() if x.startswith("query-migrate "))
     assert f"total-time {q['total-time']} ms" in line and f"downtime ~{q['downtime']} ms" in line
 
 

@@ -48,8 +48,6 @@ def query_migrate(*, setup_seconds: float, round_seconds: list[float], transferr
 
 def format_line(stats: dict[str, Any]) -> str:
     """The text report's line: total time and the downtime estimate, as query-migrate says."""
-    ram = stats["ram"]
-    return (f"as query-migrate  total-time {stats['total-time']} ms (setup-time "
-            f"{stats['setup-time']} ms), downtime ~{stats['downtime']} ms (estimate: the last "
-            f"round as the stop-and-copy round), mbps {ram['mbps']:.1f}, transferred "
-            f"{ram['transferred']}, duplicate {ram['duplicate']}, normal {ram['normal']}")
+    return (f"query-migrate   total-time {stats['total-time']} ms (setup-time "
+            f"{stats['setup-time']} ms), downtime ~{stats['downtime']} ms (the last round), "
+            f"mbps {stats['ram']['mbps']:.1f}")
