@@ -258,3 +258,30 @@ def test_an_interrupted_sender_is_named_by_the_receiver():
         sender.report_error(KeyboardInterrupt())
         with pytest.raises(PeerFailed, match=r"the sender was interrupted \(Ctrl-C\)"):
             receiver.expect(control.Round, 5)
+
+
+def test_recv_record_on_a_full_disk(tmp_path):
+    from engine.config import load_config
+    from engine.errors import TransportError
+    from engine.net.migration import send_migration
+
+    (tmp_path / "rec").mkdir()
+    for i in range(2):
+        (tmp_path / "rec" / f"connection-{i}.mfd").symlink_to("/dev/full")   # every write: ENOSPC
+    (tmp_path / "c.toml").write_text('[run]\nrounds = 1\n[workload]\nsize = "2MiB"\n'
+                                     '[migration]\nchannels = 2\nmethod = "none"\n')
+    recv = subprocess.Popen([sys.executable, "-m", "engine.cli", "recv", "--listen", "127.0.0.1:0",
+                             "--record", "rec", "c.toml"], cwd=tmp_path, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        address = recv.stdout.readline().split()[-1]          # "listening on HOST:PORT"
+        with pytest.raises(TransportError, match="No space left on device"):
+            send_migration(load_config(tmp_path / "c.toml"), address)
+        err = recv.stderr.read()
+        assert recv.wait(60) == EXIT_ENGINE
+    finally:
+        if recv.poll() is None:
+            os.killpg(recv.pid, signal.SIGKILL)
+    assert err.strip() == "error: cannot write rec/connection-0.mfd: No space left on device" or (
+        err.strip() == "error: cannot write rec/connection-1.mfd: No space left on device"), err

@@ -206,14 +206,17 @@ class RecordingSource:
         self.path = self._dir / f"connection-{index}.mfd"
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "wb")
+            # unbuffered: a full disk fails the write that hit it, not a flush at close
+            self._file = open(self.path, "wb", buffering=0)
         except OSError as exc:
             raise errors.OutputError(exc.strerror or str(exc), path=str(self.path)) from None
 
     def readinto(self, view: memoryview) -> int:
         got = self.source.readinto(view)
+        data = memoryview(view).cast("B")[:got]
         try:
-            self._file.write(memoryview(view).cast("B")[:got])
+            while data:
+                data = data[self._file.write(data):]
         except OSError as exc:      # disk full: the recording, not the migration, failed
             raise errors.OutputError(exc.strerror or str(exc), path=str(self.path)) from None
         return got
@@ -224,5 +227,7 @@ class RecordingSource:
         self.path = target
 
     def close(self) -> None:
-        self._file.close()
-        self.source.close()
+        try:
+            self._file.close()
+        finally:
+            self.source.close()
