@@ -305,7 +305,7 @@ def _wire_panel(ax: Any, labels: list[str], rows: list[Row]) -> None:
     ax.set_title("Bytes on the wire")
     ax.set_xlabel("MB")
     ax.set_xlim(0, max(guest + wire + [1e-9]) * 1.45)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
 
 
