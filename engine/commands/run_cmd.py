@@ -28,6 +28,7 @@ def main(args: argparse.Namespace) -> int:
 
     config = config_from(args)
     check_output_file(args.json, "--json")
+    check_output_file(config.run.report or None, "run.report")
     progress = ProgressLine(sys.stderr, config.run.rounds, enabled=args.verbosity > QUIET)
     try:
         report = run_batch(config, progress=progress)
