@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="multifd-engine",
         description="Compress and move guest memory pages as QEMU's multifd migration does.",
         epilog="exit status: 0 ok, 1 verify failed, 2 bad usage/config, 3 bad input, "
-               "4 engine failed, 5 peer/connection failed, 130 interrupted")
+               "4 engine failed, 5 peer/connection failed, 130 interrupted, 141 output pipe closed")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
