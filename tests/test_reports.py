@@ -411,3 +411,11 @@ def test_damaged_reports_do_not_crash_the_plots(tmp_path, qpl_report, capsys):
         path.write_text(json.dumps(_damaged(original, key_path, replacement)))
         assert main(["report", str(path), "--plot", str(out)]) in (EXIT_OK, EXIT_INPUT), key_path
     capsys.readouterr()
+
+
+def test_stream_methods_print_no_work_queue_counters_and_sync_has_a_column(zstd_report, qpl_report):
+    text = zstd_report.format_text()
+    assert "work queue" not in text and "hw jobs" not in text and " path" not in text.splitlines()[1]
+    assert "work queue" in qpl_report.format_text()
+    header = next(line for line in text.splitlines() if line.lstrip().startswith("channel"))
+    assert header.split()[:3] == ["channel", "packets", "SYNC"]
