@@ -290,7 +290,11 @@ def test_stress_without_faults_says_so_in_table_and_plot(tmp_path, capsys):
     assert ax.get_legend() is None          # no bars: no legend of two same-coloured entries
     (ax,) = _stress_figure(_stress_report()).axes
     colours = {tuple(h.get_facecolor()) for h in ax.get_legend().legend_handles}
-    assert len(colours) == 2
+    assert len(colours) == 2 and ax.get_xscale() == "linear"
+    wide = {**_stress_report(), "faults": {"worker_kill": {"injected": 1, "survived": 0},
+                                           "device_overflow": {"injected": 1000, "survived": 1000}}}
+    (ax,) = _stress_figure(wide).axes
+    assert ax.get_xscale() == "log"          # the single kill stays visible beside the thousand
 
 
 def test_phase_legend_does_not_cover_the_bars(qpl_report):

@@ -234,14 +234,24 @@ def _stress_figure(r: dict[str, Any]) -> Figure:
     ax.barh([i - 0.2 for i in y], injected, height=0.4, color="#7f7f7f", label="injected")
     ax.barh([i + 0.2 for i in y], survived, height=0.4, color="#2ca02c",
             label="survived (caught, or harmless)")
+    counts = [c for c in injected + survived if c]
+    # a kind injected once beside one injected a thousand times: on a linear
+    # axis the small bars vanish
+    log = bool(counts) and max(counts) > 50 * min(counts)
+    floor = 0.5 if log else 0.0          # where a bar of 0 ends on the axis
     for i, (a, b) in enumerate(zip(injected, survived)):
-        ax.text(a, i - 0.2, f" {a}", va="center", fontsize=8)
-        ax.text(b, i + 0.2, f" {b}", va="center", fontsize=8)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.text(max(a, floor), i - 0.2, f" {a}", va="center", fontsize=8)
+        ax.text(max(b, floor), i + 0.2, f" {b}", va="center", fontsize=8)
     ax.set_yticks(y, kinds)
     ax.invert_yaxis()
-    ax.set_xlabel("faults")
-    ax.set_xlim(0, max(injected + survived + [1]) * 1.1)
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(floor, max(counts) * 3)
+        ax.set_xlabel("faults (log scale)")
+    else:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlim(0, max(injected + survived + [1]) * 1.1)
+        ax.set_xlabel("faults")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return figure
