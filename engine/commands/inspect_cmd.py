@@ -26,12 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from engine.cli import EXIT_OK, EXIT_VERIFY
-    from engine.inspection import check_arguments, inspect_channels
+    from engine.inspection import inspect_channels
 
     for f in args.files + ([args.image] if args.image else []):
         if not Path(f).is_file():
             raise errors.UsageError(f"no such file: {f}")
-    check_arguments(args.page_size, args.qemu_version)
 
     def show(channel, info) -> None:
         if not args.summary:
