@@ -11,6 +11,8 @@ Everything the engine raises on purpose is an ``EngineError``; see
 ``engine.errors`` for the families.
 """
 
+__version__ = "0.1.0"    # the one place of the version; pyproject.toml reads it
+
 from engine.errors import (
     AcceleratorError,
     BrokenWorker,
@@ -23,7 +25,7 @@ from engine.errors import (
 
 __all__ = [
     "AcceleratorError", "BrokenWorker", "Config", "ConfigError", "Engine", "EngineError", "Receiver", "Report",
-    "VerifyError", "WireError", "WorkerError", "load_config", "run_batch",
+    "VerifyError", "WireError", "WorkerError", "__version__", "load_config", "run_batch",
 ]
 
 

@@ -21,14 +21,14 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from importlib import metadata
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from engine.channels import ChannelSink, FileSink, FileSource, MemoryChannel, NullSink
 from engine.config import Config
-from engine.errors import ConfigError, EngineBusy, ImageError, RamBlockError
+from engine.errors import ConfigError, EngineBusy, ImageError, OutputError, RamBlockError
 from engine.net import budget
 from engine.coordinator import Coordinator, CoordinatorSettings
 from engine.devices import receive_jobs, send_jobs
@@ -44,10 +44,8 @@ Progress = Callable[[int, int, int], None]   # (round, packets done, packets in 
 
 
 def engine_version() -> str:
-    try:
-        return metadata.version("multifd-engine")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    from engine import __version__
+    return __version__
 
 
 # the config keys a user edits to set each part of the source block
@@ -95,10 +93,26 @@ def check_fits(config: Config, *, receiver: bool) -> None:
 def make_sinks(config: Config) -> list[ChannelSink]:
     count, kind = config.migration.channel_count, config.sink.kind
     if kind == "file":
-        return [FileSink(config.sink.dir, i) for i in range(count)]
+        return _file_sinks(config.sink.dir, count)
     if kind == "null":
         return [NullSink(i) for i in range(count)]
     return [MemoryChannel(i) for i in range(count)]
+
+
+def _file_sinks(directory: str, count: int) -> list[ChannelSink]:
+    """One file per channel in ``directory``; a directory that cannot hold them is the
+    config's fault (``sink.dir``), said before any worker starts."""
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise ConfigError("sink.dir", f"{directory} is a file, not a directory")
+    sinks: list[ChannelSink] = []
+    try:
+        for i in range(count):
+            sinks.append(FileSink(directory, i))
+    except OutputError as exc:
+        for sink in sinks:
+            sink.close()
+        raise ConfigError("sink.dir", str(exc)) from None
+    return sinks
 
 
 @dataclass
@@ -134,6 +148,7 @@ class Engine:
             if blocks is None:
                 blocks = [self._stack.enter_context(make_source_block(self.config))]
             self.blocks = list(blocks)
+            setup_started = time.perf_counter()
             self.sinks = list(sinks) if sinks is not None else make_sinks(self.config)
             for sink in self.sinks:
                 self._stack.callback(sink.close)
@@ -146,6 +161,8 @@ class Engine:
                 worker_restarts=self.config.run.worker_restarts, after_dispatch=after_dispatch))
             self._stack.callback(self.coordinator.close)
             self.coordinator.start()
+            # QEMU's setup-time: workers up, channels open, init packets written
+            self.setup_seconds = time.perf_counter() - setup_started
         except BaseException:
             self._stack.close()
             raise
@@ -196,6 +213,7 @@ class Engine:
         report.timeline = self.coordinator.timeline.as_dict()
         report.page_sizes = self.coordinator.page_sizes.as_dict()
         report.machine = machine_facts(report.send_channels)
+        report.setup_seconds += self.setup_seconds
 
     def close(self) -> None:
         with self._one_call("close"):
@@ -250,12 +268,15 @@ def run_batch(config: Config | None = None, *, progress: Progress | None = None)
         w = config.workload
         rounds = PrecopyRounds(engine.block, seed=w.seed, dirty_fraction=w.dirty_fraction,
                                hot_fraction=w.hot_fraction, hot_share=w.hot_share, mix=w.mix)
+        receiver_started = time.perf_counter()
         receiver = _receiver_for(engine, stack, sources) if config.run.verify else None
+        receiver_setup = time.perf_counter() - receiver_started
         receiving = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mfd-round"))
         report = Report(
             engine_version=engine_version(), codec=codec.codec_name(), method=config.migration.method,
             page_size=config.migration.page_size, channels=len(engine.sinks),
-            qemu_version=config.migration.qemu_version, accelerator=[], config=config.as_dict())
+            qemu_version=config.migration.qemu_version, accelerator=[], config=config.as_dict(),
+            setup_seconds=receiver_setup)
         for index in range(config.run.rounds):
             batch = rounds.batch(index)
             if overlapped:

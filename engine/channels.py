@@ -25,6 +25,8 @@ from typing import Protocol
 
 import zstandard
 
+from engine.errors import CorruptFile, OutputError
+
 _COMPACT_AT = 1 << 20  # a memory channel drops bytes already read past this
 
 
@@ -75,9 +77,12 @@ class FileSink:
     def __init__(self, directory: str | os.PathLike, channel_id: int) -> None:
         self.channel_id = channel_id
         self.final_path = Path(directory) / channel_file_name(channel_id)
-        self.final_path.parent.mkdir(parents=True, exist_ok=True)
         self.path = partial_name(self.final_path)
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            self.final_path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise OutputError(exc.strerror or str(exc), path=str(self.final_path)) from None
         self.bytes_written = 0
         self._complete = False
 
@@ -90,7 +95,10 @@ class FileSink:
             raise ValueError(f"channel {self.channel_id}: sink is closed")
         views = [memoryview(b).cast("B") for b in buffers if len(b)]
         while views:
-            done = os.writev(self._fd, views)
+            try:
+                done = os.writev(self._fd, views)
+            except OSError as exc:      # disk full, quota, I/O error
+                raise OutputError(exc.strerror or str(exc), path=str(self.path)) from None
             self.bytes_written += done
             views = _advance(views, done)
 
@@ -177,7 +185,11 @@ class FileSource:
     def readinto(self, view: memoryview) -> int:
         got = 0
         while got < len(view):
-            n = self._file.readinto(view[got:])
+            try:
+                n = self._file.readinto(view[got:])
+            except zstandard.ZstdError as exc:
+                raise CorruptFile(f"{self.path}: damaged zstd data ({exc})",
+                                  channel=self.channel_id) from None
             if not n:
                 break
             got += n

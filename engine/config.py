@@ -152,14 +152,26 @@ def load_config(path: str | os.PathLike | None) -> Config:
     """Config from a TOML file; None = the embedded default."""
     if path is None:
         return Config()
+    return Config.from_dict(read_toml(path))
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """The TOML file ``path`` as data; ``ConfigError`` for every way it can be unreadable."""
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError("", f"no such config file: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError("", f"{path} is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"{path} is not UTF-8 text (byte {exc.start}), so not TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
-    return Config.from_dict(data)
+    except RecursionError:
+        raise ConfigError("", f"{path} nests arrays or tables too deeply") from None
 
 
 def _no_unknown(section: str, data: Any, allowed: set[str]) -> None:

@@ -5,9 +5,11 @@
     dirty batch (page indices of one RAM block)
         │ split into packets of at most page_count pages, global packet_num
         ▼
-    _next_idle_worker ── round-robin over workers with a free output slot,
-        │                starting after the one used last (as QEMU picks
-        │                the next idle channel)
+    _next_worker ── strictly in turn: the worker after the one used last,
+        │            waiting for a free output slot of that one (QEMU
+        │            takes the next idle channel instead; strict turns
+        │            make the split, and so every channel's bytes, the
+        │            same for the same seed)
         ▼
     worker i  ◄─Task──  pipe i  (msgpack frames: numbers only)
         │  payload written into worker i's output slot (shared memory)
@@ -41,9 +43,12 @@ the coordinator between Result and the next Task that names it.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import multiprocess
 import numpy as np
@@ -59,6 +64,44 @@ from workers.settings import JobSettings
 from workers.messages import Bye, Failure, MessageError, Ready, Result, Shutdown, Task, unpack
 
 _MP = multiprocess.get_context("spawn")
+# the exit status of a worker whose start ran the user's script again (no main guard)
+NO_MAIN_GUARD_EXIT = 86
+
+
+@contextmanager
+def _sigint_ignored_by_children() -> Iterator[None]:
+    """Processes started inside ignore Ctrl-C; ours is only held back, not lost.
+
+    Ctrl-C is the coordinator's to handle (``close`` stops the workers).  A
+    worker that got it too would print its own KeyboardInterrupt traceback
+    while importing.  An ignored SIGINT stays ignored across exec (and
+    Python then installs no handler); the signal mask would not survive the
+    spawn, but a blocked signal is kept pending rather than ignored, so a
+    Ctrl-C in this window reaches us once the handler is back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _refuse_while_bootstrapping() -> None:
+    """In a worker that is still importing the main script: leave, quietly.
+
+    The spawn start method imports the parent's main script again in every
+    worker; a script without ``if __name__ == "__main__":`` then creates an
+    Engine in there too.  Python would print a long RuntimeError per worker;
+    instead the worker exits with NO_MAIN_GUARD_EXIT and the parent says
+    what is wrong (``MissingMainGuard``) in one line.
+    """
+    if getattr(_MP.current_process(), "_inheriting", False):
+        raise SystemExit(NO_MAIN_GUARD_EXIT)
 
 
 @dataclass
@@ -181,11 +224,13 @@ class Coordinator:
             fail_on_packet=self.settings.fail_on_packet,
             method_level=self.settings.method_level,
         )
+        _refuse_while_bootstrapping()
         ours, theirs = _MP.Pipe(duplex=True)
         process = _MP.Process(target=worker_main.main, args=(theirs, spec.as_dict()),
                               name=f"mfd-worker-{worker_id}", daemon=True)
         try:
-            process.start()
+            with _sigint_ignored_by_children():
+                process.start()
         except BaseException:
             ours.close()
             raise
@@ -249,7 +294,7 @@ class Coordinator:
         pages = self._checked_pages(block_index, pages)
         total = -(-len(pages) // self.page_count)
         for packet, start in enumerate(range(0, len(pages), self.page_count)):  # per packet
-            self._dispatch(self._next_idle_worker(), block_index, pages[start:start + self.page_count])
+            self._dispatch(self._next_worker(), block_index, pages[start:start + self.page_count])
             if on_packet is not None:
                 on_packet(packet + 1, total)
         return total
@@ -285,15 +330,19 @@ class Coordinator:
         self._packet_num += 1
         return number
 
-    def _next_idle_worker(self) -> _Worker:
-        count = len(self.workers)
-        while True:
-            for step in range(1, count + 1):
-                w = self.workers[(self._last + step) % count]
-                if w.free_slots:
-                    self._last = (self._last + step) % count
-                    return w
+    def _next_worker(self) -> _Worker:
+        """The next worker in turn, once it has a free slot.
+
+        Not the next idle one, as QEMU picks channels: which worker gets a
+        packet would then depend on timing, and a worker's compressor
+        state (the software codec adapts to what it compressed before) on
+        which packets it got, so one seed gave different bytes run to run.
+        """
+        self._last = (self._last + 1) % len(self.workers)
+        w = self.workers[self._last]
+        while not w.free_slots:
             self._wait_result_or_death()
+        return w
 
     def _dispatch(self, w: _Worker, block_index: int, pages: np.ndarray) -> None:
         slot = w.free_slots.pop()
@@ -358,7 +407,7 @@ class Coordinator:
         w.last_exit_code = w.process.exitcode
         w.deaths_in_a_row += 1
         if (self._closed or w.deaths_in_a_row > self.settings.worker_restarts
-                or not self.replaceable):
+                or not self.replaceable or w.last_exit_code == NO_MAIN_GUARD_EXIT):
             self._terminate_broken(w)
         w.conn.close()
         w.process, w.conn = self._spawn(w.worker_id, w.slots)
@@ -379,6 +428,8 @@ class Coordinator:
 
     def _terminate_broken(self, w: _Worker) -> None:
         code = w.last_exit_code
+        if code == NO_MAIN_GUARD_EXIT:
+            raise errors.MissingMainGuard() from None
         packets = sorted(w.in_flight)
         message = f"process {w.process.pid} died (exit code {code}) with packets {packets} in flight"
         if self.settings.worker_restarts and not self.replaceable:

@@ -24,6 +24,24 @@ class ConfigError(EngineError):
         self.key = key
 
 
+class UsageError(EngineError):
+    """A command-line argument is wrong: a file that is not there, an
+    address without a port, a port already in use, an output path that
+    cannot be written.  Not a config problem, so not a ``ConfigError``."""
+
+
+class OutputError(EngineError):
+    """An output could not be written: a channel file, a recording, a report.
+
+    ``path`` names the file; the message says why (disk full, read-only,
+    not a directory).
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(f"cannot write {path}: {message}")
+        self.path = path
+
+
 class CodecError(EngineError):
     """The native codec failed in a way that is not about untrusted input.
 
@@ -121,6 +139,10 @@ class BadPayloadSize(WireError):
     """next_packet_size or a per-page length disagrees with the packet."""
 
 
+class CorruptFile(WireError):
+    """A channel file's own compression (``.mfd.zst``) is damaged."""
+
+
 class DecompressError(WireError):
     """A page failed to decompress, or did not give exactly one page."""
 
@@ -171,6 +193,21 @@ class WorkerError(EngineError):
 
 class BrokenWorker(WorkerError):
     """A worker process died without reporting why (killed, crashed)."""
+
+
+class MissingMainGuard(BrokenWorker):
+    """The script that started the engine has no ``if __name__ == "__main__":`` guard.
+
+    Workers are started with the spawn method, which imports the main
+    script again in each of them; unguarded, that import starts an engine
+    of its own, and the workers cannot start.
+    """
+
+    def __init__(self) -> None:
+        super().__init__('workers could not start: the script that creates the engine needs '
+                         '`if __name__ == "__main__":` around its entry point (workers are '
+                         'started with spawn, which imports the script again)',
+                         worker_id=0, kind="no-main-guard")
 
 
 class RemoteTraceback(Exception):

@@ -6,8 +6,9 @@ without importing each other.  docs/cli.md lists the same numbers.
 
 EXIT_OK = 0
 EXIT_VERIFY = 1         # verification failed: pages differ
-EXIT_USAGE = 2          # bad usage or config (also: `report --plot` without matplotlib)
+EXIT_USAGE = 2          # bad usage or config: a missing file, an unwritable output, a bad argument
 EXIT_INPUT = 3          # bad input: a malformed channel stream, a report file that is not ours
-EXIT_ENGINE = 4         # the engine failed: a worker died or reported an error
+EXIT_ENGINE = 4         # the engine failed: a worker died or reported an error, or disk full
 EXIT_PEER = 5           # the peer or the connection failed (TCP migration)
-EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM and SIGHUP give 128 + their number
+EXIT_PIPE_CLOSED = 141  # standard output closed early (piped into `head`), as a shell reports SIGPIPE

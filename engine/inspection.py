@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,12 +35,26 @@ class StreamGuess:
 
 @dataclass(kw_only=True)
 class ChannelSummary(ChannelCounters):
-    """One channel file: the reader's counters, plus where it came from."""
+    """One channel file: the reader's counters, plus where it came from.
+
+    ``other_block_pages`` counts the pages of blocks other than the main
+    one (``main_block``), whether or not an image is there to check it.
+    """
 
     path: str
     channel: int
+    main_block: str | None = None
     first_packet: int | None = None
     last_packet: int | None = None
+    block_pages: Counter = field(default_factory=Counter)    # block name -> pages
+
+    def add(self, info: PacketInfo, header_bytes: int, decode_ns: int) -> None:
+        if info.normal_pages + info.zero_pages:
+            self.block_pages[info.ramblock] += info.normal_pages + info.zero_pages
+        if self.main_block is not None and info.ramblock == self.main_block:
+            # without an image the reader holds no block; the main one is still not "other"
+            info = replace(info, known_block=True)
+        super().add(info, header_bytes, decode_ns)
 
 
 @dataclass
@@ -55,7 +69,12 @@ class InspectResult:
 
     @property
     def ok(self) -> bool:
-        return self.mismatched_pages == 0
+        """Pages were checked and none differs (checking nothing is not a pass)."""
+        return self.pages_checked > 0 and self.mismatched_pages == 0
+
+    def block_pages(self) -> Counter:
+        """Pages per RAM block name, over every channel."""
+        return sum((c.block_pages for c in self.channels), Counter())
 
 
 @dataclass
@@ -94,6 +113,7 @@ def _scan(path: str | Path, page_size: int, evidence: _Evidence) -> None:
     try:
         if source.readinto(scratch[:wire.INIT_PACKET_SIZE]) < wire.INIT_PACKET_SIZE:
             return
+        _check_init_magic(path, scratch[:wire.INIT_PACKET_SIZE])
         while source.readinto(header) == len(header):
             magic, _version, flags, _alloc, normal, payload, _num, zero = struct.unpack_from(
                 ">IIIIIIQI", header)
@@ -117,12 +137,35 @@ def _scan(path: str | Path, page_size: int, evidence: _Evidence) -> None:
         source.close()
 
 
+def _check_init_magic(path: str | Path, init: memoryview) -> None:
+    magic = struct.unpack_from(">I", init)[0]
+    if magic != wire.MULTIFD_MAGIC:
+        raise errors.BadInitPacket(f"{path}: not a multifd stream (bad init packet magic)",
+                                   field="magic", got=hex(magic), expected=hex(wire.MULTIFD_MAGIC))
+
+
+def check_arguments(page_size: int, qemu_version: str | None) -> None:
+    """``UsageError`` for a page size or QEMU version no stream can have."""
+    try:
+        wire.page_count_for(page_size)
+    except ValueError:
+        raise errors.UsageError(f"page size {page_size} is not a power of two from 512 to "
+                                "65536") from None
+    if qemu_version is not None:
+        try:
+            wire.Compat.parse(qemu_version)
+        except ValueError:
+            raise errors.UsageError(f"{qemu_version!r} is not a QEMU version like 7.2 or "
+                                    "10.0") from None
+
+
 def inspect_channels(paths: Sequence[str | Path], *, page_size: int = 4096,
                      method: str | None = None, qemu_version: str | None = None,
                      image: str | Path | None = None, block: str | None = None,
                      on_packet: Callable[[ChannelSummary, PacketInfo], None] | None = None,
                      ) -> InspectResult:
     """Walk every packet of ``paths``; with ``image``, check ``block``'s pages against it."""
+    check_arguments(page_size, qemu_version)
     guess = guess_stream(paths, page_size)
     method = method or guess.method
     if method is None:
@@ -130,6 +173,9 @@ def inspect_channels(paths: Sequence[str | Path], *, page_size: int = 4096,
         raise errors.BadFlags(f"cannot tell the method ({flag_hint}); pass --method",
                               field="flags")
     compat = wire.Compat.parse(qemu_version or guess.qemu_version)
+    if not compat.supports(methods.get(method).flag):
+        raise errors.UsageError(f"QEMU {compat} does not know method {method!r}: this stream is "
+                                "not from that QEMU (leave --qemu-version out to guess it)")
     block = block or guess.block
     result = InspectResult(method, str(compat), block)
     reference = load_image(image, name=block or "image", page_size=page_size) if image else None
@@ -143,7 +189,8 @@ def inspect_channels(paths: Sequence[str | Path], *, page_size: int = 4096,
     try:
         blocks = {dest.name: dest} if dest else {}
         for path in paths:
-            result.channels.append(_walk(path, method, page_size, compat, blocks, mark, on_packet))
+            result.channels.append(_walk(path, method, page_size, compat, blocks, mark, on_packet,
+                                         block))
         if dest is not None:
             _compare(result, reference, dest, covered, page_size)
     finally:
@@ -153,9 +200,10 @@ def inspect_channels(paths: Sequence[str | Path], *, page_size: int = 4096,
     return result
 
 
-def _walk(path, method, page_size, compat, blocks, mark, on_packet) -> ChannelSummary:
+def _walk(path, method, page_size, compat, blocks, mark, on_packet, main_block) -> ChannelSummary:
     # the reader counts straight into the summary
-    summary = ChannelSummary(path=str(path), channel=0, bytes=wire.INIT_PACKET_SIZE)
+    summary = ChannelSummary(path=str(path), channel=0, bytes=wire.INIT_PACKET_SIZE,
+                             main_block=main_block)
     reader = ChannelReader(FileSource(path, 0), method=method, page_size=page_size, blocks=blocks,
                            compat=compat, lenient=True, on_pages=mark, counters=summary)
     try:

@@ -65,3 +65,14 @@ def test_inspect_truncated_stream_is_bad_input(tmp_path, capsys):
 def test_inspect_missing_file(capsys):
     assert main(["inspect", "/nonexistent.mfd"]) == EXIT_USAGE
     assert "no such file" in capsys.readouterr().err
+
+
+def test_json_dash_writes_the_report_to_stdout_and_the_text_to_stderr(tmp_path, capsys):
+    cfg = write_config(tmp_path, '[run]\nrounds = 1\n[workload]\nsize = "1MiB"\n'
+                       '[migration]\nchannels = 1\n')
+    assert main(["run", cfg, "--json", "-", "-q"]) == EXIT_OK
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)              # nothing but the JSON on stdout
+    assert data["kind"] == "run" and data["qemu"]["status"] == "completed"
+    assert captured.err.startswith("verify: every round byte for byte identical")
+    assert not (tmp_path / "-").exists()

@@ -565,7 +565,7 @@ def _import_codec_with(prelude: str) -> subprocess.CompletedProcess:
 
 
 def test_stale_build_is_refused():
-    proc = _import_codec_with("import importlib.metadata as m; m.version = lambda name: '99.0'")
+    proc = _import_codec_with("import engine; engine.__version__ = '99.0'")
     assert proc.returncode != 0
     assert "ImportError" in proc.stderr and "stale" in proc.stderr and "pip install -e ." in proc.stderr
 

@@ -90,3 +90,49 @@ def test_docs_links_resolve_and_readme_links_the_guide():
     assert "docs/index.md" in (ROOT / "README.md").read_text()
     for image in DOCS.glob("*.png"):
         assert image.stat().st_size < 200_000, f"{image.name} is too big for the repository"
+
+
+def _blocks(page: Path, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", page.read_text(), flags=re.M | re.S)
+
+
+def test_library_snippets_run_as_scripts(tmp_path):
+    """Each Python snippet of docs/library.md, saved as a script and run as shown,
+    on a small default config and a small guest image."""
+    import os
+    import subprocess
+    import sys
+
+    snippets = _blocks(DOCS / "library.md", "python")
+    assert len(snippets) >= 2
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "default.toml").write_text(
+        '[run]\nrounds = 2\n[workload]\nsize = "2MiB"\n[migration]\nchannels = 2\n')
+    pattern = (bytes(range(256)) * 16 + bytes(4096)) * 128            # 1 MiB: data and zero pages
+    (tmp_path / "guest.ram").write_bytes(pattern)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for i, code in enumerate(snippets):
+        script = tmp_path / f"snippet{i}.py"
+        script.write_text(code)
+        result = subprocess.run([sys.executable, script.name], cwd=tmp_path, env=env, text=True,
+                                capture_output=True, timeout=180)
+        assert result.returncode == 0, f"snippet {i}:\n{code}\n{result.stderr}"
+    assert (tmp_path / "run.json").is_file()
+
+
+def test_toml_snippets_are_valid_configs(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    for page in DOCS.glob("*.md"):
+        for text in _blocks(page, "toml"):
+            try:
+                Config.from_dict(tomllib.loads(text))
+            except ConfigError as exc:
+                if exc.key == "workload.image" and not (ROOT / ".." / "shared" / "data").is_dir():
+                    continue        # a snippet on ../shared/data, which is not beside this checkout
+                raise
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = _blocks(ROOT / "README.md", "sh")[1].strip().splitlines()
+    assert len(commands) == 2 and "pytest" in commands[1]
+    assert commands[1] in (ROOT / ".ci" / "run").read_text()

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ANYWHERE = {"engine.errors", "engine.ram", "engine.wire"}
+ANYWHERE = {"engine.errors", "engine.ram", "engine.wire",
+            "engine.__version__"}   # the package's one version string (engine/__init__.py)
 ENTRY_POINT = {"workers/worker.py": {"engine.methods"}}
 
 
@@ -54,3 +55,15 @@ def test_a_worker_process_loads_no_other_engine_module():
     allowed = ANYWHERE | {"engine"} | ENTRY_POINT["workers/worker.py"]
     assert "engine.methods" in out
     assert [m for m in out if not any(m == a or m.startswith(a + ".") for a in allowed)] == []
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject lists packages by name: a new package left out of that list
+    works in an editable install and is missing from the wheel."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(root).parts)
+               for top in ("engine", "workers") for p in (root / top).rglob("__init__.py")}
+    assert on_disk - listed == set()

@@ -50,3 +50,15 @@ def test_inspect_cli_on_a_capture(shared_data, capsys):
     assert code == 0
     assert "method qpl" in out
     assert "0 differ: ok" in out
+
+
+def test_other_block_pages_are_the_same_with_or_without_an_image(shared_data):
+    """Without --image the reader holds no block; the main one is still not 'other'."""
+    files = sorted((shared_data / "wl3" / "qemu-10.0-qpl").glob("channel-*.mfd.zst"))
+    bare = inspect_channels(files)
+    checked = inspect_channels(files, image=shared_data / "wl3" / "image.ram.zst")
+    assert bare.block == checked.block == "mem"
+    assert ([c.other_block_pages for c in bare.channels]
+            == [c.other_block_pages for c in checked.channels])
+    assert sum(c.other_block_pages for c in bare.channels) < sum(
+        c.normal_pages + c.zero_pages for c in bare.channels)

@@ -17,6 +17,7 @@ import pytest
 from engine import Engine, run_batch
 from engine.config import Config
 from engine.errors import AcceleratorError
+from engine.report.run import VERBOSE
 from workers import codec
 from workers.workqueue import open_work_queues
 from workers.workqueue.qpl import QplLibrary
@@ -90,7 +91,9 @@ def test_auto_without_libqpl_runs_software_and_says_why(no_shm_leak):
     assert report.accelerator == ["software"]
     reason = report.send_channels[0]["path_reason"]
     assert reason.startswith("auto:") and "/nonexistent/libqpl.so.1" in reason
-    assert "why: auto:" in report.format_text()
+    header = report.format_text().splitlines()[1]
+    assert header.endswith("; software path: libqpl not found")        # one line, a few words
+    assert "/nonexistent/libqpl.so.1" in report.format_text(VERBOSE)    # -v: all of it
 
 
 # ---------------------------------------------------------------------------

@@ -57,7 +57,10 @@ def test_run_report_round_trip(tmp_path, qpl_report):
     assert data["kind"] == "run"
     # config tuples (e.g. stress.page_sizes) come back as JSON lists
     assert data["config"] == json.loads(json.dumps(qpl_report.config))
-    assert Report.from_dict(data) == dataclasses.replace(qpl_report, config=data["config"])
+    back = Report.from_dict(data)
+    assert abs(back.setup_seconds - qpl_report.setup_seconds) < 1e-3     # QEMU's whole ms
+    assert back == dataclasses.replace(qpl_report, config=data["config"],
+                                       setup_seconds=back.setup_seconds)
     assert data["totals"] == json.loads(json.dumps(qpl_report.totals()))
     machine = data["machine"]
     assert machine["cores"] >= 1 and machine["codec"]["compress"] in ("isal", "libdeflate", "zlib")
@@ -254,6 +257,64 @@ def test_bench_and_stress_reports_print_as_tables(tmp_path, capsys):
     assert "send, 2 workers" in out and "stress, seed 7, 2 ch" in out
 
 
+def test_qemu_section_is_query_migrate_computed_as_qemu_does(qpl_report):
+    q, t = qpl_report.to_dict()["qemu"], qpl_report.totals()
+    sends = [r.send_seconds for r in qpl_report.rounds]
+    assert q["status"] == "completed" and q["setup-time"] >= 1     # workers take a while to start
+    assert q["total-time"] == q["setup-time"] + round(sum(sends) * 1e3)
+    assert q["downtime"] == round(sends[-1] * 1e3)
+    ram = q["ram"]
+    assert (ram["transferred"], ram["duplicate"], ram["normal"]) == (
+        t["bytes_on_wire"], t["zero_pages"], t["normal_pages"])
+    assert ram["normal-bytes"] == t["normal_pages"] * 4096
+    transfer_ms = q["total-time"] - q["setup-time"]
+    assert ram["mbps"] == pytest.approx(t["bytes_on_wire"] * 8 / transfer_ms / 1000)   # Mbit/s
+    line = next(x for x in qpl_report.format_text().splitlines() if x.startswith("query-migrate "))
+    assert f"total-time {q['total-time']} ms" in line and f"downtime ~{q['downtime']} ms" in line
+
+
+def test_version_2_reports_are_still_read_and_version_3_needs_qemu(qpl_report):
+    data = json.loads(json.dumps(qpl_report.to_dict()))
+    del data["qemu"]
+    with pytest.raises(errors.ReportError, match="qemu"):
+        validate(data)
+    data["schema_version"] = 2
+    assert validate(data) is data
+    assert Report.from_dict(data).setup_seconds == 0.0
+
+
+def test_stress_without_faults_says_so_in_table_and_plot(tmp_path, capsys):
+    report = {**_stress_report(), "faults": {"worker_kill": {"injected": 0, "survived": 0}}}
+    assert main(["report", _write(tmp_path / "s.json", report)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "faults: none injected" in out and "injected  survived" not in out
+    pytest.importorskip("matplotlib", reason="plotting needs the 'plot' extra (matplotlib)")
+    from engine.report.plot import _stress_figure
+
+    (ax,) = _stress_figure(report).axes
+    assert ax.get_legend() is None          # no bars: no legend of two same-coloured entries
+    (ax,) = _stress_figure(_stress_report()).axes
+    colours = {tuple(h.get_facecolor()) for h in ax.get_legend().legend_handles}
+    assert len(colours) == 2 and ax.get_xscale() == "linear"
+    wide = {**_stress_report(), "faults": {"worker_kill": {"injected": 1, "survived": 0},
+                                           "device_overflow": {"injected": 1000, "survived": 1000}}}
+    (ax,) = _stress_figure(wide).axes
+    assert ax.get_xscale() == "log"          # the single kill stays visible beside the thousand
+
+
+def test_phase_legend_does_not_cover_the_bars(qpl_report):
+    pytest.importorskip("matplotlib", reason="plotting needs the 'plot' extra (matplotlib)")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from engine.report.plot import _run_figure
+
+    figure = _run_figure(qpl_report.to_dict())
+    FigureCanvasAgg(figure).draw()
+    phases = next(ax for ax in figure.axes if ax.get_title().startswith("Where a packet"))
+    legend = phases.get_legend().get_window_extent()
+    assert legend.y1 <= phases.get_window_extent().y0     # below the panel, not on it
+
+
 # ---- quiet, verbose, progress -------------------------------------------------
 
 def test_quiet_prints_only_the_verdict_and_verbose_adds_detail(tmp_path, capsys):
@@ -281,10 +342,20 @@ def test_progress_shows_on_a_terminal_only():
         line(0, 5, 10)
         line.finish()
     assert pipe.getvalue() == ""
-    assert "round 1/2" in tty.getvalue() and "5/10 packets" in tty.getvalue()
+    assert "round 0 (0..1)" in tty.getvalue() and "5/10 packets" in tty.getvalue()
     quiet = _Tty()
     ProgressLine(quiet, rounds=2, enabled=False)(0, 5, 10)
     assert quiet.getvalue() == ""
+
+
+def test_progress_line_covers_what_a_longer_line_left():
+    tty = _Tty()
+    line = ProgressLine(tty, rounds=4, enabled=True)
+    line(0, 500, 512)
+    line(1, 26, 26)                                    # a shorter line after a longer one
+    last = tty.getvalue().rsplit("\r", 1)[1]
+    assert last.rstrip() == "round 1 (0..3) [####################] 100% 26/26 packets"
+    assert len(last) == len("round 0 (0..3) [###################.]  97% 500/512 packets")
 
 
 def test_report_to_dict_does_not_share_state_with_the_report(qpl_report):
@@ -349,3 +420,11 @@ def test_damaged_reports_do_not_crash_the_plots(tmp_path, qpl_report, capsys):
         path.write_text(json.dumps(_damaged(original, key_path, replacement)))
         assert main(["report", str(path), "--plot", str(out)]) in (EXIT_OK, EXIT_INPUT), key_path
     capsys.readouterr()
+
+
+def test_stream_methods_print_no_work_queue_counters_and_sync_has_a_column(zstd_report, qpl_report):
+    text = zstd_report.format_text()
+    assert "work queue" not in text and "hw jobs" not in text and " path" not in text.splitlines()[1]
+    assert "work queue" in qpl_report.format_text()
+    header = next(line for line in text.splitlines() if line.lstrip().startswith("channel"))
+    assert header.split()[:3] == ["channel", "packets", "SYNC"]

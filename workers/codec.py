@@ -21,10 +21,8 @@ everything else the native layer refuses (``PageIndexError``, also a
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import pathlib
 import time
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +37,10 @@ try:
 except ImportError as exc:  # not built, or built for another Python
     raise NativeBuildError(
         "the native page codec workers._native cannot be imported "
-        f"({exc}); build it with `pip install -e .` from the repository root"
+        f"({exc}) from {pathlib.Path(__file__).parent}; build it with `pip install -e .` from "
+        "the repository root.  (After a plain `pip install .`, a script or `python -m` run "
+        "from the checkout root imports the checkout's unbuilt sources instead of the "
+        "installed package: run it from another directory, or install with -e.)"
     ) from exc
 
 
@@ -47,12 +48,8 @@ except ImportError as exc:  # not built, or built for another Python
 # build / version check
 
 def _expected_version() -> str:
-    try:
-        return importlib.metadata.version("multifd-engine")
-    except importlib.metadata.PackageNotFoundError:
-        pyproject = pathlib.Path(__file__).resolve().parent.parent / "pyproject.toml"
-        with open(pyproject, "rb") as f:
-            return str(tomllib.load(f)["project"]["version"])
+    from engine import __version__     # the one place of the version
+    return __version__
 
 
 _BUILT_VERSION = ffi.string(lib.mfd_package_version()).decode("ascii", "replace")

@@ -12,6 +12,7 @@ class ProgressLine:
         self.stream, self.rounds = stream, rounds
         self.enabled = enabled and stream.isatty()
         self._last = -1
+        self._width = 0          # of the line on screen, so a shorter one covers all of it
 
     def __call__(self, round_index: int, done: int, total: int) -> None:
         if not self.enabled:
@@ -21,11 +22,16 @@ class ProgressLine:
             return
         self._last = percent
         bar = "#" * (percent // 5) + "." * (20 - percent // 5)
-        self.stream.write(f"\rround {round_index + 1}/{self.rounds} [{bar}] {percent:3d}% "
-                          f"{done}/{total} packets")
+        # rounds count from 0, as in the report (round 0 sends every page)
+        self._show(f"round {round_index} (0..{self.rounds - 1}) [{bar}] {percent:3d}% "
+                   f"{done}/{total} packets")
+
+    def _show(self, text: str) -> None:
+        self.stream.write("\r" + text.ljust(self._width))
         self.stream.flush()
+        self._width = len(text)
 
     def finish(self) -> None:
-        if self.enabled and self._last >= 0:
-            self.stream.write("\r" + " " * 72 + "\r")
+        if self.enabled and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()

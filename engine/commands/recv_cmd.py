@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from engine.commands import verbosity
-from engine.commands.config_argument import add_config_argument, config_from
+from engine.commands.config_argument import add_config_argument, add_set_argument, config_from
+from engine.commands.output_path import check_output_dir, check_output_file, text_stream
 from engine.exit_codes import EXIT_OK, EXIT_VERIFY
 
 
@@ -29,11 +30,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", metavar="FILE", help="with --qemu: compare the received RAM "
                    "page for page with this raw memory image (.zst allowed)")
     p.add_argument("--output", metavar="FILE", help="with --qemu: write the received RAM here")
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON "
+                   "(-: to standard output, the text report then to standard error)")
     p.add_argument("--insecure", action="store_true",
                    help="listen on a non-loopback address without authentication "
                         "(transport.psk_file or TLS; see docs/security.md)")
-    verbosity.add_arguments(p)
+    add_set_argument(p)
+    verbosity.add_arguments(p, "also every counter of every channel")
     p.set_defaults(handler=main)
 
 
@@ -45,11 +48,15 @@ def main(args: argparse.Namespace) -> int:
     if args.qemu and args.record:
         raise ConfigError("", "--record does not go with --qemu")
     config = config_from(args)
+    check_output_file(args.json, "--json")
+    check_output_dir(args.record, "--record")
+    text = text_stream(args.json)
     if args.qemu:
         from engine.qemu.destination import receive_from_qemu
         result = receive_from_qemu(config, args.listen, image=args.image, output=args.output,
-                                   on_listening=lambda a: print(f"listening on {a}", flush=True))
-        print(result.format_text(args.verbosity), flush=True)
+                                   on_listening=lambda a: print(f"listening on {a}", file=text,
+                                                                flush=True))
+        print(result.format_text(args.verbosity), file=text, flush=True)
         if args.json:
             from engine.report.schema import write_report
             write_report(args.json, result.to_dict())
@@ -58,8 +65,9 @@ def main(args: argparse.Namespace) -> int:
     from engine.net.migration import receive_migration
 
     report = receive_migration(config, args.listen, record_dir=args.record, insecure=args.insecure,
-                               on_listening=lambda a: print(f"listening on {a}", flush=True))
-    print(report.format_text(args.verbosity), flush=True)
+                               on_listening=lambda a: print(f"listening on {a}", file=text,
+                                                            flush=True))
+    print(report.format_text(args.verbosity), file=text, flush=True)
     if args.json:
         report.write_json(args.json)
     return EXIT_OK if report.digests_match else EXIT_VERIFY

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
-from engine.errors import ReportError
+from engine.commands.output_path import check_output_file
+from engine.errors import ReportError, UsageError
 from engine.exit_codes import EXIT_OK, EXIT_USAGE
 
 PLOT_HINT = "plotting needs matplotlib: pip install 'multifd-engine[plot]'"
@@ -26,7 +28,10 @@ def main(args: argparse.Namespace) -> int:
     from engine.report.schema import load_report
     from engine.report.table import all_rows, format_comparison, format_details
 
-    reports = [(path, load_report(path)) for path in args.reports]
+    for path in args.reports:
+        if not Path(path).is_file():
+            raise UsageError(f"no such file: {path}")
+    check_output_file(args.plot, "--plot")
     if args.plot:
         try:
             from engine.report.plot import plot_reports
@@ -35,6 +40,8 @@ def main(args: argparse.Namespace) -> int:
                 raise
             print(f"error: {PLOT_HINT}", file=sys.stderr)
             return EXIT_USAGE
+    reports = [(path, load_report(path)) for path in args.reports]
+    if args.plot:
         with _malformed(args.reports):
             plot_reports(reports, args.plot)
         print(f"wrote {args.plot}")

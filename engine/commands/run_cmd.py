@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from engine.commands import verbosity
-from engine.commands.config_argument import add_config_argument, config_from
+from engine.commands.config_argument import add_config_argument, add_set_argument, config_from
+from engine.commands.output_path import check_output_file, text_stream
 from engine.commands.progress import ProgressLine
 from engine.report.run import QUIET
 from engine.exit_codes import EXIT_OK, EXIT_VERIFY
@@ -15,7 +16,9 @@ from engine.exit_codes import EXIT_OK, EXIT_VERIFY
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a batch of precopy rounds and print a report")
     add_config_argument(p)
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON (the file "
+                   "`report` reads; -: to standard output, the text report then to standard error)")
+    add_set_argument(p)
     verbosity.add_arguments(p)
     p.set_defaults(handler=main)
 
@@ -24,12 +27,14 @@ def main(args: argparse.Namespace) -> int:
     from engine.batch import run_batch
 
     config = config_from(args)
+    check_output_file(args.json, "--json")
+    check_output_file(config.run.report or None, "run.report")
     progress = ProgressLine(sys.stderr, config.run.rounds, enabled=args.verbosity > QUIET)
     try:
         report = run_batch(config, progress=progress)
     finally:
         progress.finish()
-    print(report.format_text(args.verbosity))
+    print(report.format_text(args.verbosity), file=text_stream(args.json))
     if args.json:
         report.write_json(args.json)
     return EXIT_VERIFY if report.verified is False else EXIT_OK

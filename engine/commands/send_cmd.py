@@ -11,7 +11,8 @@ import sys
 
 from engine.commands import verbosity
 from engine.commands.progress import ProgressLine
-from engine.commands.config_argument import add_config_argument, config_from
+from engine.commands.config_argument import add_config_argument, add_set_argument, config_from
+from engine.commands.output_path import check_output_file, text_stream
 from engine.report.run import QUIET
 from engine.exit_codes import EXIT_OK, EXIT_VERIFY
 
@@ -30,7 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--uuid", metavar="UUID", 
                    help="with --qemu: the UUID in the init packets, the destination's -uuid "
                    "(default all zero, as QEMU without -uuid)")
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON "
+                   "(-: to standard output, the text report then to standard error)")
+    add_set_argument(p)
     verbosity.add_arguments(p)
     p.set_defaults(handler=main)
 
@@ -45,12 +48,13 @@ def main(args: argparse.Namespace) -> int:
     from engine.net.migration import send_migration
 
     config = config_from(args)
+    check_output_file(args.json, "--json")
     progress = ProgressLine(sys.stderr, config.run.rounds, enabled=args.verbosity > QUIET)
     try:
         report = send_migration(config, args.to, progress=progress)
     finally:
         progress.finish()
-    print(report.format_text(args.verbosity), flush=True)
+    print(report.format_text(args.verbosity), file=text_stream(args.json), flush=True)
     if args.json:
         report.write_json(args.json)
     return EXIT_OK if report.verified else EXIT_VERIFY

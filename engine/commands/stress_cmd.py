@@ -8,7 +8,8 @@ from dataclasses import replace
 from typing import TextIO
 
 from engine.commands import verbosity
-from engine.commands.config_argument import add_config_argument, config_from
+from engine.commands.config_argument import add_config_argument, add_set_argument, config_from
+from engine.commands.output_path import check_output_file, text_stream
 from engine.exit_codes import EXIT_ENGINE, EXIT_OK, EXIT_VERIFY
 from engine.report.run import NORMAL, QUIET, VERBOSE
 
@@ -23,8 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", metavar="N|auto", help="worker processes = channels "
                    "(migration.channels; auto = one per core)")
     p.add_argument("--seed", type=int, help="repeat a run: the seed its summary printed")
-    p.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
-    verbosity.add_arguments(p)
+    p.add_argument("--json", metavar="PATH", help="also write the summary as JSON "
+                   "(-: to standard output, the text summary then to standard error)")
+    add_set_argument(p)
+    verbosity.add_arguments(p, "one line per finished round instead of the live status line")
     p.set_defaults(handler=main)
 
 
@@ -80,6 +83,7 @@ def main(args: argparse.Namespace) -> int:
     from engine.units import parse_duration
 
     config = config_from(args)
+    check_output_file(args.json, "--json")
     if args.workers is not None:
         channels = "auto" if args.workers == "auto" else _count(args.workers)
         config = replace(config, migration=replace(config.migration, channels=channels))
@@ -93,10 +97,10 @@ def main(args: argparse.Namespace) -> int:
         summary = runner.run()
     except KeyboardInterrupt:
         status.finish()
-        print(_text(runner.summary, args.verbosity))
+        print(_text(runner.summary, args.verbosity), file=text_stream(args.json))
         raise
     status.finish()
-    print(_text(summary, args.verbosity))
+    print(_text(summary, args.verbosity), file=text_stream(args.json))
     if args.json:
         summary.write_json(args.json, config.as_dict())
     if summary.fatal_error or summary.unexpected_errors:

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Union
 
 import msgpack
 
-from engine import errors
+from engine import errors, signals
 from engine.peer_text import printable
 
 MAGIC = b"MFDC"
@@ -173,18 +173,32 @@ def _blocks(raw: list) -> list[tuple[str, int]]:
     return [(name, size) for name, size in raw]
 
 
+INTERRUPTED = "Interrupted"     # Error.error of an end stopped by a signal; the message names its role
+
+
 def peer_failed(message: Error, peer: str) -> errors.PeerFailed:
-    """The peer's Error as an exception; its text escaped and bounded (it is the peer's)."""
+    """The peer's Error as our exception: an interrupted peer is said in words,
+    anything else escaped and bounded (it is the peer's text)."""
+    if message.error == INTERRUPTED:
+        role, _, how = message.message.partition(":")
+        who = role if role in ("sender", "receiver") else "peer"
+        how = printable(how.strip(), 40) if how else "Ctrl-C"
+        return errors.PeerFailed(f"the {who} was interrupted ({how})", peer=peer)
     return errors.PeerFailed(f"{printable(message.error, 60)}: {printable(message.message)}",
                              peer=peer)
 
 
 class ControlChannel:
-    """One end of the control connection: send and receive whole messages."""
+    """One end of the control connection: send and receive whole messages.
 
-    def __init__(self, sock: socket.socket, *, peer: str = "") -> None:
+    ``role`` ("sender" or "receiver") is this end's, told to the peer when
+    a Ctrl-C stops it.
+    """
+
+    def __init__(self, sock: socket.socket, *, peer: str = "", role: str = "peer") -> None:
         self.sock = sock
         self.peer = peer
+        self.role = role
 
     # ---- opening ------------------------------------------------------
 
@@ -243,7 +257,12 @@ class ControlChannel:
         """Tell the peer why we give up (best effort: it may be gone)."""
         try:
             self.sock.settimeout(1.0)
-            self.send(Error(type(exc).__name__, str(exc)[:2000]))
+            if isinstance(exc, KeyboardInterrupt):
+                # Ctrl-C says the role alone; SIGTERM/SIGHUP add "stopped by SIG..."
+                why = f"{self.role}: {exc}" if isinstance(exc, signals.Stopped) else self.role
+                self.send(Error(INTERRUPTED, why))
+            else:
+                self.send(Error(type(exc).__name__, str(exc)[:2000]))
         except (OSError, errors.EngineError):
             pass    # the peer is gone: nothing to tell
 

@@ -85,7 +85,7 @@ def send_migration(config: Config, to: Address | str, *, progress: Progress | No
         block = stack.enter_context(make_source_block(config))
         sock = connect(address, timeout=t.connect_timeout, stall_timeout=t.stall_timeout)
         sock = auth.client_socket(sock, address.host, t.handshake_timeout)
-        channel = ControlChannel(sock, peer=str(address))
+        channel = ControlChannel(sock, peer=str(address), role="sender")
         stack.callback(channel.close)
         channel.send_magic()
         auth.prove_sender(channel, t.stall_timeout)
@@ -232,9 +232,11 @@ class ReceiveReport:
                  f"QEMU {self.qemu_version} stream",
                  "", f"{'round':>5} {'pages':>9} {'packets':>8} {'recv s':>8}"]
         lines += [f"{r.round:>5} {r.pages:>9} {r.packets:>8} {r.seconds:8.3f}" for r in self.rounds]
-        lines += ["", f"{'channel':>7} {'packets':>8} {'normal':>8} {'zero':>7} {'MB':>9}"]
-        lines += [f"{c['channel']:>7} {c['packets']:>8} {c['normal_pages']:>8} {c['zero_pages']:>7} "
-                  f"{c['bytes'] / 1e6:>9.2f}" for c in self.receive_channels]
+        # packets as the sender counts them: data packets, the SYNCs (one per round) apart
+        lines += ["", f"{'channel':>7} {'packets':>8} {'SYNC':>5} {'normal':>8} {'zero':>7} {'MB':>9}"]
+        lines += [f"{c['channel']:>7} {c['packets'] - c['sync_packets']:>8} {c['sync_packets']:>5} "
+                  f"{c['normal_pages']:>8} {c['zero_pages']:>7} {c['bytes'] / 1e6:>9.2f}"
+                  for c in self.receive_channels]
         if verbosity >= VERBOSE:
             lines += [""] + [f"channel {c['channel']}: " + ", ".join(f"{k} {v}" for k, v in c.items()
                                                                      if k != "channel")

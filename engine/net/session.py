@@ -65,7 +65,7 @@ class SessionGate:
             sock, peer = self._accept(ends, "sender", None)
             try:
                 sock = self.auth.server_socket(sock, self.t.handshake_timeout)
-                channel = ControlChannel(sock, peer=peer)
+                channel = ControlChannel(sock, peer=peer, role="receiver")
                 channel.expect_magic(self.t.handshake_timeout)
                 self.auth.check_sender(channel, self.t.handshake_timeout)
                 hello = channel.expect(control.Hello, self.t.handshake_timeout)

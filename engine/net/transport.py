@@ -46,7 +46,7 @@ class Address:
         host, sep, port = text.rpartition(":")
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise errors.ConfigError("", f"{text!r} is not HOST:PORT")
+            raise errors.UsageError(f"{text!r} is not HOST:PORT (a port is needed, e.g. 127.0.0.1:4444)")
         return cls(host, int(port))
 
     def __str__(self) -> str:
@@ -94,7 +94,7 @@ class Listener:
             self._sock.listen(backlog)
         except OSError as exc:
             self._sock.close()
-            raise errors.ConfigError("", f"cannot listen on {address}: {exc.strerror or exc}") from None
+            raise errors.UsageError(f"cannot listen on {address}: {exc.strerror or exc}") from None
         host, port = self._sock.getsockname()[:2]
         self.address = Address(host, port)
 
@@ -264,15 +264,24 @@ class RecordingSource:
         self.source = source
         self.channel_id = source.channel_id
         self._dir = Path(directory)
-        self._dir.mkdir(parents=True, exist_ok=True)
         self.final_path = self._dir / f"connection-{index}.mfd"
         self.path = partial_name(self.final_path)
-        self._file = open(self.path, "wb")
         self._complete = False
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            # unbuffered: a full disk fails the write that hit it, not a flush at close
+            self._file = open(self.path, "wb", buffering=0)
+        except OSError as exc:
+            raise errors.OutputError(exc.strerror or str(exc), path=str(self.final_path)) from None
 
     def readinto(self, view: memoryview) -> int:
         got = self.source.readinto(view)
-        self._file.write(memoryview(view).cast("B")[:got])
+        data = memoryview(view).cast("B")[:got]
+        try:
+            while data:
+                data = data[self._file.write(data):]
+        except OSError as exc:      # disk full: the recording, not the migration, failed
+            raise errors.OutputError(exc.strerror or str(exc), path=str(self.path)) from None
         return got
 
     def abort(self) -> None:
@@ -288,7 +297,9 @@ class RecordingSource:
         self._complete = True
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-            self.path = settle(self.path, self.final_path, self._complete)
-        self.source.close()
+        try:
+            if not self._file.closed:
+                self._file.close()
+                self.path = settle(self.path, self.final_path, self._complete)
+        finally:
+            self.source.close()

@@ -184,7 +184,8 @@ def _phase_panel(ax: Any, r: dict[str, Any]) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("µs per packet (a packet: up to 128 pages of 4 KiB)"
                   if r["page_size"] == 4096 else "µs per packet")
-    ax.legend(loc="lower right", fontsize=9)
+    # below the panel, as the throughput panel's: inside, it hid the end of a bar
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=9, frameon=False)
     ax.grid(axis="x", alpha=0.3)
 
 
@@ -220,24 +221,37 @@ def _stress_figure(r: dict[str, Any]) -> Figure:
         f"Stress run, seed {r['seed']}: {r['rounds']} rounds on {r['channels']} channels, "
         f"{r['rounds_verified']} verified; pages lost {r['pages_lost']}, unexpected errors "
         f"{len(r['unexpected_errors'])}: {verdict}\n{_machine_text(r['machine'])}", fontsize=12)
-    kinds = sorted(r["faults"])
+    kinds = sorted(k for k, f in r["faults"].items() if f.get("injected", 0))
+    ax.set_title("Faults injected and survived, per kind")
+    if not kinds:
+        # no bars: a legend would show default colours for both, and an axis nothing
+        ax.text(0.5, 0.5, "no fault was injected in this run", ha="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return figure
     injected = [r["faults"][k].get("injected", 0) for k in kinds]
     survived = [r["faults"][k].get("survived", 0) for k in kinds]
     y = list(range(len(kinds)))
     ax.barh([i - 0.2 for i in y], injected, height=0.4, color="#7f7f7f", label="injected")
     ax.barh([i + 0.2 for i in y], survived, height=0.4, color="#2ca02c",
             label="survived (caught, or harmless)")
+    counts = [c for c in injected + survived if c]
+    # a kind injected once beside one injected a thousand times: on a linear
+    # axis the small bars vanish
+    log = bool(counts) and max(counts) > 50 * min(counts)
+    floor = 0.5 if log else 0.0          # where a bar of 0 ends on the axis
     for i, (a, b) in enumerate(zip(injected, survived)):
-        ax.text(a, i - 0.2, f" {a}", va="center", fontsize=8)
-        ax.text(b, i + 0.2, f" {b}", va="center", fontsize=8)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.text(max(a, floor), i - 0.2, f" {a}", va="center", fontsize=8)
+        ax.text(max(b, floor), i + 0.2, f" {b}", va="center", fontsize=8)
     ax.set_yticks(y, kinds)
     ax.invert_yaxis()
-    ax.set_xlabel("faults")
-    ax.set_title("Faults injected and survived, per kind")
-    if not kinds:
-        ax.text(0.5, 0.5, "no fault was injected in this run", ha="center", transform=ax.transAxes)
-    ax.set_xlim(0, max(injected + survived + [1]) * 1.1)
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(floor, max(counts) * 3)
+        ax.set_xlabel("faults (log scale)")
+    else:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlim(0, max(injected + survived + [1]) * 1.1)
+        ax.set_xlabel("faults")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return figure
@@ -301,7 +315,7 @@ def _wire_panel(ax: Any, labels: list[str], rows: list[Row]) -> None:
     ax.set_title("Bytes on the wire")
     ax.set_xlabel("MB")
     ax.set_xlim(0, max(guest + wire + [1e-9]) * 1.45)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
 
 

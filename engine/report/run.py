@@ -13,6 +13,8 @@ import textwrap
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from engine.report.qemu_stats import format_line as format_qemu_line
+from engine.report.qemu_stats import query_migrate
 from engine.report.schema import envelope, now, write_report
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
@@ -51,6 +53,7 @@ class Report:
     machine: dict[str, Any] = field(default_factory=dict)  # report_schema.machine_facts()
     timeline: dict[str, Any] | None = None                 # timeline.PacketTimeline.as_dict()
     page_sizes: dict[str, Any] | None = None               # page_sizes.PageSizeHistogram.as_dict()
+    setup_seconds: float = 0.0     # workers started, channels opened (the JSON has it in "qemu")
 
     # ---- derived figures ----------------------------------------------
 
@@ -101,6 +104,13 @@ class Report:
             **{key: self._sum(key) for key in WORK_QUEUE_COUNTERS},
         }
 
+    def qemu(self) -> dict[str, Any]:
+        """The run as QEMU's ``query-migrate`` would report it (``engine.report.qemu_stats``)."""
+        return query_migrate(setup_seconds=self.setup_seconds,
+                             round_seconds=[r.send_seconds for r in self.rounds],
+                             transferred=self.bytes_on_wire, zero_pages=self._sum("zero_pages"),
+                             normal_pages=self._sum("normal_pages"), page_size=self.page_size)
+
     # ---- JSON ---------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,17 +118,20 @@ class Report:
         out = envelope("run", engine_version=self.engine_version, created=self.created,
                        machine=self.machine, config=self.config)
         body = asdict(self)
-        for key in ("engine_version", "created", "machine", "config"):
+        for key in ("engine_version", "created", "machine", "config", "setup_seconds"):
             del body[key]
         out.update(body)
         out["totals"] = self.totals()
+        out["qemu"] = self.qemu()
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
         """A Report from ``to_dict`` output (checked by ``report_schema.validate`` first)."""
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} - {"setup_seconds"}
         values = {k: v for k, v in data.items() if k in names}
+        if isinstance(data.get("qemu"), dict):          # schema version 3 on
+            values["setup_seconds"] = data["qemu"].get("setup-time", 0) / 1e3
         round_names = {f.name for f in fields(RoundReport)}
         values["rounds"] = [RoundReport(**{k: v for k, v in r.items() if k in round_names})
                             for r in data.get("rounds", [])]
@@ -138,9 +151,7 @@ class Report:
         lines = [
             f"multifd-engine {self.engine_version}: method {self.method}, {self.channels} channel(s), "
             f"page size {self.page_size}, peer QEMU {self.qemu_version}",
-            f"codec {self.codec}; work queue path: {', '.join(sorted(set(self.accelerator)))}",
-            *[textwrap.fill(reason, 100, initial_indent="  why: ", subsequent_indent="       ")
-              for reason in sorted({c.get('path_reason', '') for c in self.send_channels} - {''})],
+            *self._path_lines(verbosity),
             "",
             *self._round_lines(),
             "",
@@ -151,7 +162,9 @@ class Report:
             f"ratio           {_num(t['ratio'], '.2f'):>12}",
             f"send            {_num(t['send_mb_per_s'], '.1f'):>12}  MB/s of guest RAM "
             f"({t['send_seconds']:.3f} s)",
-            "work queue      " + ", ".join(f"{_LABELS[k]} {t[k]}" for k in WORK_QUEUE_COUNTERS),
+            format_qemu_line(self.qemu()),
+            *(["work queue      " + ", ".join(f"{_LABELS[k]} {t[k]}" for k in WORK_QUEUE_COUNTERS)]
+              if self.uses_work_queue else []),
             *_device_lines(self.device),
             "",
             *self._channel_lines(),
@@ -165,6 +178,24 @@ class Report:
                 lines.append(f"  round {r.round}: {r.mismatched_pages} page(s) of {block!r} differ, "
                              f"first at {shown}")
         return "\n".join(lines)
+
+    @property
+    def uses_work_queue(self) -> bool:
+        """Did any channel's pages go through a work queue (qpl), so its counters mean something?"""
+        return any(path != "none" for path in self.accelerator)
+
+    def _path_lines(self, verbosity: int) -> list[str]:
+        """The codec, and the work-queue path with why: in a few words, in full with -v."""
+        paths = sorted({(c.get("accelerator", "?"), c.get("path_reason", ""))
+                        for c in self.send_channels} - {("none", "")})
+        if verbosity < VERBOSE:
+            return [f"codec {self.codec}" + "".join(f"; {path} path: {path_summary(reason)}"
+                                                    for path, reason in paths)]
+        lines = [f"codec {self.codec}"]
+        for path, reason in paths:
+            lines.append(textwrap.fill(reason, 100, initial_indent=f"{path} path: ",
+                                       subsequent_indent="  "))
+        return lines
 
     def _verdict_line(self, *, with_figures: bool) -> str:
         if self.final_digests_match is not None:
@@ -195,16 +226,22 @@ class Report:
         return lines
 
     def _channel_lines(self) -> list[str]:
-        lines = [f"{'channel':>7} {'packets':>8} {'normal':>8} {'zero':>7} {'raw':>7} {'MB':>9} "
-                 f"{'hw jobs':>8} {'busy':>6} {'retries':>7} {'fallback':>8} {'hw err':>6} "
-                 f"{'sw err':>6}  path"]
+        """Per channel; ``packets`` are data packets, the SYNC packets (one per channel
+        per round, no pages) apart, so a receiver's count (both) is their sum."""
+        queue = self.uses_work_queue
+        lines = [f"{'channel':>7} {'packets':>8} {'SYNC':>5} {'normal':>8} {'zero':>7} {'raw':>7} "
+                 f"{'MB':>9}" + (f" {'hw jobs':>8} {'busy':>6} {'retries':>7} {'fallback':>8} "
+                                 f"{'hw err':>6} {'sw err':>6}  path" if queue else "")]
         for c in self.send_channels:
-            lines.append(
-                f"{c['channel']:>7} {c.get('packets', 0):>8} {c.get('normal_pages', 0):>8} "
-                f"{c.get('zero_pages', 0):>7} {c.get('raw_pages', 0):>7} {c.get('bytes', 0) / _MB:>9.2f} "
-                f"{c.get('hw_submitted', 0):>8} {c.get('busy', 0):>6} {c.get('retries', 0):>7} "
-                f"{c.get('sw_fallbacks', 0):>8} {c.get('hw_errors', 0):>6} {c.get('sw_errors', 0):>6}  "
-                f"{c.get('accelerator', '?')}")
+            line = (f"{c['channel']:>7} {c.get('packets', 0):>8} {c.get('sync_packets', 0):>5} "
+                    f"{c.get('normal_pages', 0):>8} {c.get('zero_pages', 0):>7} "
+                    f"{c.get('raw_pages', 0):>7} {c.get('bytes', 0) / _MB:>9.2f}")
+            if queue:
+                line += (f" {c.get('hw_submitted', 0):>8} {c.get('busy', 0):>6} "
+                         f"{c.get('retries', 0):>7} {c.get('sw_fallbacks', 0):>8} "
+                         f"{c.get('hw_errors', 0):>6} {c.get('sw_errors', 0):>6}  "
+                         f"{c.get('accelerator', '?')}")
+            lines.append(line)
         return lines
 
     def _time_split_lines(self) -> list[str]:
@@ -242,6 +279,12 @@ PHASES = ("zero_ns", "compress_ns", "write_ns")
 _LABELS = {"hw_submitted": "hardware jobs", "busy": "busy answers", "retries": "retries",
            "sw_fallbacks": "software fallbacks", "hw_errors": "hardware errors",
            "sw_errors": "software errors"}
+
+
+def path_summary(reason: str) -> str:
+    """A work-queue path's reason in a few words: "libqpl not found", "IAA hardware
+    probe failed", 'accelerator = "software"' (the reasons put that first)."""
+    return reason.removeprefix("auto: ").split(" (")[0].split(": ")[0]
 
 
 def _device_lines(device: dict[str, int]) -> list[str]:

@@ -8,7 +8,10 @@ checks it: a file that is not JSON, not one of ours, of a schema version
 or kind this engine does not read, or with a field missing or of the
 wrong type is a ``ReportError`` naming the file and the field.
 
-Version history: 1 = run reports only, no ``kind``; 2 = this schema.
+Version history: 1 = run reports only, no ``kind``; 2 = every kind in one
+schema; 3 = run reports add ``qemu`` (the run in ``query-migrate``'s
+words).  A reader takes 2 and 3: a field ``since`` a later version is
+required only of files of that version.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ import json
 import os
 import platform
 import re
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.errors import ReportError
+from engine.errors import OutputError, ReportError
 
 SCHEMA = "multifd-engine-report"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -33,11 +38,13 @@ class Field:
     name: str
     type: str          # "int", "number", "str", "bool", "list", "object"; "X or null" when it may be null
     meaning: str
+    since: int = 2     # the schema version that added it; older files need not have it
 
 
 COMMON = (
     Field("schema", "str", f'always "{SCHEMA}": marks the file as one of ours'),
-    Field("schema_version", "int", f"{SCHEMA_VERSION}; a reader refuses versions it does not know"),
+    Field("schema_version", "int", f"{SCHEMA_VERSION} (2: before `qemu`); a reader refuses versions "
+          "it does not know"),
     Field("kind", "str", '"run", "receive", "bench" or "stress": which fields follow'),
     Field("engine_version", "str", "the multifd-engine version that wrote it"),
     Field("created", "str", "when, ISO 8601 UTC"),
@@ -72,6 +79,9 @@ KINDS: dict[str, tuple[Field, ...]] = {
               "seconds, fields, rounds [{round, start, end}], channels [{channel, buckets}]"),
         Field("page_sizes", "object or null", "payload bytes per page: bucket_bytes, page_size, per_page, "
               "compressed (pages per size bucket), raw"),
+        Field("qemu", "object", "the run as QEMU's query-migrate reports it: status, total-time, "
+              "setup-time, downtime (ms; downtime an estimate), ram {transferred, duplicate, normal, "
+              "normal-bytes, page-size, mbps (Mbit/s)}; since version 3", since=3),
     ),
     "receive": (
         Field("peer", "str", "the sender's address"),
@@ -133,6 +143,9 @@ OBJECTS: dict[tuple[str, str], tuple[Field, ...]] = {
     ("run", "page_sizes"): tuple(Field(name, kind, "") for name, kind in (
         ("bucket_bytes", "number"), ("page_size", "int"), ("per_page", "bool"),
         ("compressed", "list"), ("raw", "int"))),
+    ("run", "qemu"): tuple(Field(name, kind, "", since=3) for name, kind in (
+        ("status", "str"), ("total-time", "int"), ("setup-time", "int"), ("downtime", "int"),
+        ("ram", "object"))),
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -194,9 +207,17 @@ _NUMBER_LIST = re.compile(r"\[\s*([\d.eE+-]+(?:\s*,\s*[\d.eE+-]+)*)\s*\]")
 
 
 def write_report(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    """Check ``data`` against the schema, then write it."""
+    """Check ``data`` against the schema, then write it (``-``: to standard output)."""
     validate(data, str(path))
-    Path(path).write_text(dumps(data))
+    text = dumps(data)
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise OutputError(exc.strerror or str(exc), path=str(path)) from None
 
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
@@ -209,10 +230,20 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ReportError(f"cannot be read: {exc}", path=name) from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise ReportError(f"not JSON ({exc})", path=name) from None
+    except RecursionError:
+        raise ReportError("nested too deeply to be a report", path=name) from None
+    except ValueError as exc:     # an integer of thousands of digits, Infinity, NaN
+        first = str(exc).split(":")[0]
+        raise ReportError(f"holds a number no report has ({first})", path=name) from None
     return validate(data, name)
+
+
+def _no_constant(name: str) -> Any:
+    """Python's json reads Infinity and NaN, which JSON does not have and no report holds."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def validate(data: Any, path: str = "<report>") -> dict[str, Any]:
@@ -225,28 +256,31 @@ def validate(data: Any, path: str = "<report>") -> dict[str, Any]:
                               path=path, field="schema_version")
         raise ReportError(f'not a multifd-engine report (no "schema": "{SCHEMA}")', path=path)
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ReportError(f"schema version {version!r}; this engine reads version {SCHEMA_VERSION}",
-                          path=path, field="schema_version")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise ReportError(f"schema version {version!r}; this engine reads versions "
+                          f"{', '.join(map(str, READABLE_VERSIONS))}", path=path, field="schema_version")
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
         raise ReportError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}", path=path, field="kind")
-    _check_fields(data, COMMON + KINDS[kind], path, "")
+    _check_fields(data, COMMON + KINDS[kind], path, "", version)
     for (object_kind, name), fields in OBJECTS.items():
-        if object_kind == kind and isinstance(data[name], dict):
-            _check_fields(data[name], fields, path, f"{name}.")
+        if object_kind == kind and isinstance(data.get(name), dict):
+            _check_fields(data[name], fields, path, f"{name}.", version)
     for (item_kind, list_name), fields in ITEMS.items():
         if item_kind == kind:
             for i, entry in enumerate(data[list_name]):
                 if not isinstance(entry, dict):
                     raise ReportError(f"must be an object, got {_type_name(entry)}", path=path,
                                       field=f"{list_name}[{i}]")
-                _check_fields(entry, fields, path, f"{list_name}[{i}].")
+                _check_fields(entry, fields, path, f"{list_name}[{i}].", version)
     return data
 
 
-def _check_fields(data: dict[str, Any], fields: Iterable[Field], path: str, prefix: str) -> None:
+def _check_fields(data: dict[str, Any], fields: Iterable[Field], path: str, prefix: str,
+                  version: int) -> None:
     for f in fields:
+        if f.name not in data and f.since > version:
+            continue        # a field newer than the file
         if f.name not in data:
             raise ReportError("missing", path=path, field=prefix + f.name)
         value = data[f.name]

@@ -177,8 +177,13 @@ def _stress_lines(r: dict[str, Any]) -> list[str]:
              f"{r['rounds_verified']} verified",
              f"pages verified {r['pages']} ({r['guest_bytes'] / _MB:.1f} MB), wire {r['wire_bytes'] / _MB:.1f} MB, "
              f"{rate:.1f} MB/s",
-             "", f"{'fault':<20} {'injected':>9} {'survived':>9}"]
-    for kind, f in sorted(r["faults"].items()):
+             ""]
+    injected = {kind: f for kind, f in sorted(r["faults"].items()) if f.get("injected", 0)}
+    if injected:
+        lines.append(f"{'fault':<20} {'injected':>9} {'survived':>9}")
+    else:
+        lines.append("faults: none injected")
+    for kind, f in injected.items():
         lines.append(f"{kind:<20} {f.get('injected', 0):>9} {f.get('survived', 0):>9}")
     lines += ["", f"pages lost {r['pages_lost']}, unexpected errors {len(r['unexpected_errors'])}",
               "result " + ("ok" if r["ok"] else "FAILED")]

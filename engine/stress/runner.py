@@ -327,9 +327,10 @@ class StressRun:
         elif o.mismatched or o.received != o.pages:
             count.detected_verify += 1
             count.survived += 1
-            offsets = {name: [hex(x) for x in found[:4]]
-                       for name, found in (o.mismatch_offsets or {}).items()}
-            how, detail = "verify", (f"{o.mismatched} pages differ, first at {offsets}; "
+            offsets = "; ".join(f"{name!r} {', '.join(hex(x) for x in found[:4])}"
+                                for name, found in (o.mismatch_offsets or {}).items())
+            first = f", first at {offsets}" if offsets else ""
+            how, detail = "verify", (f"{o.mismatched} pages differ{first}; "
                                      f"{o.received} of {o.pages} pages arrived")
         else:
             count.harmless += 1

@@ -122,24 +122,17 @@ class StressSummary:
                 f"lost {self.pages_lost} errors {len(self.unexpected_errors)}")
 
     def format_text(self) -> str:
-        mib = 1 << 20
         lines = [
             f"seed                {self.seed}   (--seed {self.seed} repeats this run)",
-            f"rounds              {self.rounds} in {self.migrations} migrations, "
-            f"{self.rounds_verified} verified, {self.channels} channels, "
-            f"{self.elapsed_seconds:.1f} s",
+            f"rounds              {_count(self.rounds, 'round')} in "
+            f"{_count(self.migrations, 'migration')}, {self.rounds_verified} verified, "
+            f"{self.channels} channels, {self.elapsed_seconds:.1f} s",
             f"packets             {self.packets}",
-            f"pages verified      {self.pages}  ({self.guest_bytes / mib:.1f} MiB of guest pages)",
-            f"bytes on wire       {self.wire_bytes}",
+            f"pages verified      {self.pages}  ({self.guest_bytes / _MB:.1f} MB of guest pages)",
+            f"bytes on wire       {self.wire_bytes}  ({self.wire_bytes / _MB:.1f} MB)",
             f"throughput          {self.throughput_mb_s:.1f} MB/s of guest pages (verified rounds)",
             f"worker restarts     {self.worker_restarts}",
-            "faults              injected  survived  (error / verify / harmless)",
-        ]
-        for kind in sorted(self.faults):
-            f = self.faults[kind]
-            lines.append(f"  {kind:<18}{f.injected:>8}  {f.survived:>8}  "
-                         f"({f.detected_error} / {f.detected_verify} / {f.harmless})")
-        lines += [
+            *self._fault_lines(),
             f"pages lost          {self.pages_lost}",
             f"unexpected errors   {len(self.unexpected_errors)}",
         ]
@@ -149,8 +142,8 @@ class StressSummary:
         for d in self.detections[:5]:
             lines.append(f"  caught {d['kind']} (migration {d['migration']} round {d['round']}) "
                          f"by {d['how']}: {d['detail']}")
-        rss = ", ".join(f"{p} {v / mib:.0f} MiB" for p, v in self.peak_rss.items())
-        lines.append(f"peak RSS            {rss}")
+        rss = ", ".join(f"{p} {v / _MB:.0f} MB" for p, v in self.peak_rss.items())
+        lines.append(f"peak RSS            {rss or '-'}")
         lines.append(f"peak channel bytes  {self.peak_channel_bytes}")
         for what, counts in sorted(self.variation.items()):
             lines.append(f"{what:<20}" + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
@@ -160,3 +153,23 @@ class StressSummary:
             lines.append("ended early         interrupted")
         lines.append("result              " + ("ok" if self.ok else "FAILED"))
         return "\n".join(lines)
+
+    def _fault_lines(self) -> list[str]:
+        """Faults per kind; how a damaged packet was caught only where that is how the
+        kind is counted (the three add up to survived)."""
+        injected = {kind: f for kind, f in sorted(self.faults.items()) if f.injected}
+        if not injected:
+            return ["faults              none injected"]
+        lines = ["faults              injected  survived  how (error / verify / harmless)"]
+        for kind, f in injected.items():
+            how = (f.detected_error, f.detected_verify, f.harmless)
+            shown = f"{how[0]} / {how[1]} / {how[2]}" if sum(how) and sum(how) == f.survived else ""
+            lines.append(f"  {kind:<18}{f.injected:>8}  {f.survived:>8}  {shown}".rstrip())
+        return lines
+
+
+_MB = 1e6     # 10^6 bytes, as `report` prints the same numbers
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -13,6 +13,7 @@ pyproject.toml is baked into the module (``mfd_package_version()``) so that
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shlex
@@ -20,7 +21,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import tomllib
 
 import cffi
 
@@ -41,8 +41,13 @@ COMPILE_ARGS = ["-O2", "-std=c11", "-Wall", "-Wextra"]
 
 
 def _package_version() -> str:
-    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
-        return tomllib.load(f)["project"]["version"]
+    """``engine.__version__``, read without importing the package (pyproject reads it too)."""
+    with open(os.path.join(ROOT, "engine", "__init__.py"), encoding="utf-8") as f:
+        for node in ast.parse(f.read()).body:
+            if isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets):
+                return ast.literal_eval(node.value)
+    raise RuntimeError("engine/__init__.py has no __version__")
 
 
 def _rel(path: str) -> str:

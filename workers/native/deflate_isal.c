@@ -29,7 +29,14 @@ int mfd_library_deflater_init(mfd_deflater *d, int setting, int window_bits)
     d->window_bits = window_bits;
     if (setting == MFD_BACKEND_BALANCED) {
         d->level_buf_size = ISAL_DEF_LVL1_DEFAULT;
-        d->level_buf = malloc(d->level_buf_size);
+        /*
+         * Zeroed, not malloc'd: ISA-L keeps its match hash table here and
+         * does not clear all of it per page, so entries no page has written
+         * yet would be whatever the allocator left.  The output stays valid
+         * either way (matches are checked against the input), but its size
+         * would vary run to run for the same pages.
+         */
+        d->level_buf = calloc(1, d->level_buf_size);
         return d->level_buf != NULL;
     }
     return 1;

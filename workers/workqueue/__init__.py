@@ -107,4 +107,5 @@ def _iaa(qpl_library: str, page_count: int) -> OpenedQueues:
     except BaseException:
         fallback.close()
         raise
-    return OpenedQueues(queue, fallback, f"libqpl {library.version} ({library.path}), IAA probe passed")
+    return OpenedQueues(queue, fallback, f"IAA probe passed with libqpl {library.version} "
+                                         f"({library.path})")

@@ -51,7 +51,7 @@ class QplLibrary:
         source = ("migration.qpl_library" if configured else
                   f"${ENV_VAR}" if os.environ.get(ENV_VAR) else
                   f"the library search path (set ${ENV_VAR} or migration.qpl_library)")
-        raise AcceleratorError(f"libqpl (1.6 or newer) not usable from {source}: "
+        raise AcceleratorError(f"libqpl not found (1.6 or newer, from {source}): "
                                + "; ".join(errors))
 
     def probe_hardware(self) -> int:
