@@ -65,13 +65,13 @@ def recv_cfg(method: str, channels: int, stall: float = 10.0) -> Config:
         "transport": {"connect_timeout": 5.0, "accept_timeout": 10.0, "stall_timeout": stall}})
 
 
-def migrate_from(src: QemuPeer, address, method: str, channels: int) -> dict:
+def migrate_from(src: QemuPeer, address, method: str, channels: int, *, wait: bool = True) -> dict:
     src.qmp.execute("migrate-set-capabilities",
                     capabilities=[{"capability": "multifd", "state": True}])
     src.qmp.execute("migrate-set-parameters", **{"multifd-channels": channels,
                                                 "multifd-compression": method})
     src.qmp.execute("migrate", uri=f"tcp:{address}")
-    return src.wait_status({"completed", "failed"}, 20)
+    return src.wait_status({"completed", "failed"}, 20) if wait else {}
 
 
 CASES = [("7.2", "none", 1), ("7.2", "zlib", 4), ("7.2", "zstd", 2),
@@ -130,7 +130,10 @@ def test_method_mismatch_is_a_clear_error():
     ram = guest_image(3)
     rx = Receiving(recv_cfg("zlib", 2, stall=10.0))
     with QemuPeer(build, len(ram), incoming=False, ram=ram) as src:
-        migrate_from(src, rx.address, "zstd", 2)   # a source without return path may still say completed
+        # the engine's verdict is what counts: a source without a return path may
+        # say completed, and one whose channels the engine dropped may stop
+        # answering QMP for a while (seen under load), so it is not asked
+        migrate_from(src, rx.address, "zstd", 2, wait=False)
         result = rx.result()
     assert isinstance(result, errors.BadFlags), result
     assert "compression bits differ from the method" in str(result)
