@@ -1,0 +1,133 @@
+"""One multifd channel through a relay: method A in, method B out, packet for packet.
+
+::
+
+    source ──► IncomingChannel ── init packet, validated ──► (re-encoded, same bytes) ─┐
+               │ header: HeaderDecoder      page-less packet (SYNC, 7.2's empty         │
+               │ payload: method A's recv     follow-up): after the packets before  ──►├─► sink
+               │   into a staging region      it, its header unchanged                  │
+               ▼                            device state (0x40): likewise, data copied ►│
+             Coordinator.send_packet ── the channel's worker encodes the staged pages   │
+               with method B; the header goes out as received but for the method   ──►┘
+               bits and next_packet_size
+
+Packets map one to one and keep their order, packet_num, block name,
+offsets (7.2's stale slots too), normal/zero split, pages_alloc, SYNC bit,
+and the stale next_packet_size 7.2 leaves on page-less packets.  Zero pages
+are not looked for again: a 9.0+ packet's zero list is carried as is, and a
+7.2 stream has none.  A page-less packet waits for every packet before it,
+so nothing is batched across a SYNC.  So none→B→none gives back QEMU's
+bytes exactly.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Callable
+
+from engine import wire
+from engine.channels import ChannelSink, ChannelSource
+from engine.coordinator import Coordinator, CoordinatorSettings
+from engine.ram import RamBlock
+from engine.relay.incoming import DevicePacket, IncomingChannel, IncomingCounters
+from workers.jobs import JobSettings
+
+
+@dataclass(frozen=True)
+class TranslatorSettings:
+    incoming_method: str
+    outgoing_method: str
+    page_size: int = 4096
+    compat: wire.Compat = wire.Compat.DEFAULT
+    channels: int | None = None          # init packet ids must be below this
+    recv_jobs: JobSettings = field(default_factory=JobSettings)
+    send_jobs: JobSettings = field(default_factory=JobSettings)
+    method_level: int | None = None      # outgoing zlib/zstd level
+    worker_restarts: int = 0
+    slots_per_worker: int = 2
+    result_timeout: float = 300.0
+
+
+@dataclass
+class ChannelTraffic:
+    """What went through one channel, for the relay's report."""
+
+    channel: int
+    incoming: IncomingCounters
+    bytes_out: int = 0
+    restarts: int = 0
+    accelerator: str = "?"
+
+    def as_dict(self) -> dict:
+        return {"channel": self.channel, **self.incoming.__dict__, "bytes_out": self.bytes_out,
+                "restarts": self.restarts, "accelerator": self.accelerator}
+
+
+SinkFactory = Callable[[wire.InitPacket], ChannelSink]
+
+
+class ChannelTranslator:
+    """Relays one channel from ``source`` to the sink ``open_sink(init)`` returns.
+
+    The sink is opened once the init packet is known (a relay connects its
+    outgoing channel then).  ``run`` returns at the source's clean end and
+    raises on any fault; everything it made is released either way.
+    """
+
+    def __init__(self, source: ChannelSource, open_sink: SinkFactory,
+                 settings: TranslatorSettings) -> None:
+        self.source = source
+        self.open_sink = open_sink
+        self.settings = settings
+        self.traffic = ChannelTraffic(source.channel_id, IncomingCounters())
+        self.coordinator: Coordinator | None = None
+
+    def run(self) -> ChannelTraffic:
+        s = self.settings
+        regions = s.slots_per_worker + 1    # see engine.relay.incoming
+        page_count = wire.page_count_for(s.page_size)
+        with ExitStack() as stack:
+            staging = stack.enter_context(RamBlock.create(
+                f"relay{self.source.channel_id}", regions * page_count * s.page_size, s.page_size))
+            incoming = IncomingChannel(self.source, method=s.incoming_method, page_size=s.page_size,
+                                       compat=s.compat, staging=staging, regions=regions,
+                                       jobs=s.recv_jobs)
+            stack.callback(incoming.close)
+            self.traffic.incoming = incoming.counters
+            init = incoming.read_init(channels=s.channels)
+            self.traffic.channel = init.channel_id
+            sink = self.open_sink(init)
+            stack.callback(sink.close)
+            self.coordinator = coordinator = Coordinator([staging], [sink], CoordinatorSettings(
+                method=s.outgoing_method, page_size=s.page_size, compat=s.compat, jobs=s.send_jobs,
+                slots_per_worker=s.slots_per_worker, result_timeout=s.result_timeout,
+                uuid=init.uuid, method_level=s.method_level, worker_restarts=s.worker_restarts,
+                zero_page_detection=False))
+            stack.callback(coordinator.close)
+            coordinator.start()     # the init packet: the same uuid and id, so the same bytes
+            try:
+                self._relay(incoming, coordinator, sink)
+            finally:
+                self._count(coordinator, sink)
+        return self.traffic
+
+    def _relay(self, incoming: IncomingChannel, coordinator: Coordinator, sink: ChannelSink) -> None:
+        while (packet := incoming.next_packet()) is not None:
+            if isinstance(packet, DevicePacket):
+                coordinator.flush()
+                sink.write(packet.raw)
+                incoming.copy_data(packet, sink.write)
+            elif packet.has_pages:
+                coordinator.send_packet(0, packet.staged, packet.raw)
+            else:
+                coordinator.flush()
+                sink.write(packet.raw)
+        coordinator.flush()
+
+    def _count(self, coordinator: Coordinator, sink: ChannelSink) -> None:
+        self.traffic.bytes_out = sink.bytes_written
+        counters = coordinator.channel_counters()
+        if counters:
+            self.traffic.restarts = counters[0].get("restarts", 0)
+            self.traffic.accelerator = counters[0]["accelerator"]
