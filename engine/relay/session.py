@@ -1,0 +1,200 @@
+"""One relayed migration: QEMU (or a peer relay) in, the next hop out.
+
+::
+
+    --listen                                             --to
+    1st connection = main channel ── MainChannelForwarder ── connected first
+    each later one = multifd channel ── ChannelTranslator ── connected once
+                     (one thread each)   (method A → B,      its init packet
+                                          its own worker)     is known
+
+The relay is the same program on both hosts; only the config says what
+each side speaks (``[relay] incoming_method`` / ``outgoing_method``).  It
+serves one migration and returns its report when every connection ended.
+
+A fault anywhere (a bad packet, a stalled or closed peer, a worker that
+died and could not be replaced, a method mismatch) ends the whole session:
+every socket, on both sides, is shut down at once, so a real QEMU at
+either end sees its connections fail and reports an error instead of
+waiting, and the first error is raised.  Reads and writes of the multifd
+channels are bounded by ``[transport] stall_timeout``, writes of the main
+channel too (its reads are paced by QEMU), connecting by
+``connect_timeout`` and waiting for the main channel by ``accept_timeout``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+from contextlib import ExitStack
+from typing import Callable
+
+from engine import errors, wire
+from engine.config import Config
+from engine.devices import receive_jobs, send_jobs
+from engine.net.transport import Address, Listener, TcpSink, TcpSource, connect
+from engine.relay.main_channel import MainChannelForwarder
+from engine.relay.report import RelayReport
+from engine.relay.translator import ChannelTranslator, TranslatorSettings
+
+_POLL = 0.2          # seconds between looks at the listener and the threads
+_JOIN = 10.0         # seconds a thread may take to wind down after the sockets closed
+
+
+def relay_migration(config: Config, listen: Address | str, to: Address | str, *,
+                    on_listening: Callable[[Address], None] | None = None) -> RelayReport:
+    """Relay one migration from ``listen`` to ``to``; the report, or the first error."""
+    return RelaySession(config, listen, to).run(on_listening)
+
+
+class RelaySession:
+    def __init__(self, config: Config, listen: Address | str, to: Address | str) -> None:
+        self.config = config
+        self.listen = listen if isinstance(listen, Address) else Address.parse(listen)
+        self.to = to if isinstance(to, Address) else Address.parse(to)
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._failure: BaseException | None = None
+        self._failed = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._translators: list[ChannelTranslator] = []
+        self._forwarder: MainChannelForwarder | None = None
+
+    # ---- the session -------------------------------------------------
+
+    def run(self, on_listening: Callable[[Address], None] | None = None) -> RelayReport:
+        r, t = self.config.relay, self.config.transport
+        report = RelayReport(str(self.listen), str(self.to), r.incoming_method, r.outgoing_method,
+                             self.config.migration.qemu_version, self.config.migration.page_size)
+        started = time.monotonic()
+        with ExitStack() as stack:
+            listener = Listener(self.listen)
+            stack.callback(listener.close)
+            report.listen = str(listener.address)
+            if on_listening is not None:
+                on_listening(listener.address)
+            settings = self._translator_settings(stack)
+            stack.callback(self._wind_down)
+            main, _peer = listener.accept(timeout=t.accept_timeout, stall_timeout=t.stall_timeout,
+                                          what="QEMU main channel")
+            self._keep(main)
+            out = connect(self.to, timeout=t.connect_timeout, stall_timeout=t.stall_timeout)
+            self._keep(out)
+            forwarder = MainChannelForwarder(main, out, stall_timeout=t.stall_timeout,
+                                             on_error=self.fail, peers=(_peer, str(self.to)))
+            self._forwarder = forwarder
+            forwarder.start()
+            self._serve(listener, forwarder, settings)
+            report.main_forward, report.main_back = forwarder.forward.bytes, forwarder.back.bytes
+        report.seconds = time.monotonic() - started
+        report.channels = sorted((tr.traffic for tr in self._translators), key=lambda c: c.channel)
+        if self._failure is not None:
+            raise self._failure
+        return report
+
+    def _serve(self, listener: Listener, forwarder: MainChannelForwarder,
+               settings: TranslatorSettings) -> None:
+        """Take multifd channels until the main channel and every channel ended."""
+        t = self.config.transport
+        while not self._failed.is_set():
+            if forwarder.finished and not any(th.is_alive() for th in self._threads):
+                return
+            if forwarder.forward.done:
+                time.sleep(_POLL)   # the source is through: no channel comes any more
+                continue
+            try:
+                sock, peer = listener.accept(timeout=_POLL, stall_timeout=t.stall_timeout,
+                                             what="multifd channel")
+            except errors.ConnectFailed:
+                continue
+            self._keep(sock)
+            if len(self._threads) >= self.config.relay.channels:
+                self.fail(errors.ConnectFailed(
+                    f"more multifd connections than relay.channels = {self.config.relay.channels}",
+                    peer=peer))
+                return
+            self._start_channel(sock, peer, settings)
+
+    def _start_channel(self, sock: socket.socket, peer: str, settings: TranslatorSettings) -> None:
+        index = len(self._threads)
+        translator = ChannelTranslator(TcpSource(sock, index, peer=peer), self._open_sink, settings)
+        self._translators.append(translator)
+        thread = threading.Thread(target=self._run_channel, args=(translator,),
+                                  name=f"mfd-relay-channel-{index}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _run_channel(self, translator: ChannelTranslator) -> None:
+        try:
+            translator.run()
+        except BaseException as exc:  # noqa: BLE001 - the session reports it
+            self.fail(exc)
+
+    def _open_sink(self, init: wire.InitPacket) -> TcpSink:
+        t = self.config.transport
+        if self._failed.is_set():
+            raise errors.TransportError("the relay is shutting down", channel=init.channel_id)
+        sock = connect(self.to, timeout=t.connect_timeout, stall_timeout=t.stall_timeout,
+                       channel=init.channel_id)
+        self._keep(sock)
+        return TcpSink(sock, init.channel_id, peer=str(self.to))
+
+    def _translator_settings(self, stack: ExitStack) -> TranslatorSettings:
+        c, r, m = self.config, self.config.relay, self.config.migration
+
+        def with_method(name: str) -> Config:
+            return dataclasses.replace(c, migration=dataclasses.replace(m, method=name))
+
+        recv_jobs, _ = receive_jobs(with_method(r.incoming_method), stack, r.channels)
+        jobs, _ = send_jobs(with_method(r.outgoing_method), stack, r.channels)
+        level = {"zlib": m.zlib_level, "zstd": m.zstd_level}.get(r.outgoing_method)
+        return TranslatorSettings(
+            r.incoming_method, r.outgoing_method, page_size=m.page_size, compat=m.compat,
+            channels=r.channels, recv_jobs=recv_jobs, send_jobs=jobs, method_level=level,
+            worker_restarts=c.run.worker_restarts, result_timeout=c.transport.stall_timeout)
+
+    # ---- failure -----------------------------------------------------
+
+    def fail(self, exc: BaseException) -> None:
+        """The first fault ends the session: every socket of both sides is shut down."""
+        with self._lock:
+            if self._failure is None and not self._failed.is_set():
+                self._failure = exc
+            self._failed.set()
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+    def _keep(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            failed = self._failed.is_set()
+        if failed:
+            _shut(sock)
+
+    def _wind_down(self) -> None:
+        """Stop what is still running (after a fault or Ctrl-C) and close every socket."""
+        if any(th.is_alive() for th in self._threads):
+            self.fail(errors.TransportError("the relay stopped before its channels ended"))
+        deadline = time.monotonic() + _JOIN
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._forwarder is not None:
+            if not self._forwarder.finished:
+                self.fail(errors.TransportError("the relay stopped before the main channel ended"))
+            self._forwarder.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _shut(sock)
+            sock.close()
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass   # not connected any more: nothing to end
+
