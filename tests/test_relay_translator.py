@@ -37,9 +37,12 @@ def translate(data: bytes, incoming: str, outgoing: str, version: str) -> tuple[
 
 
 def capture(shared_data, folder: str, channel: int) -> bytes:
+    """A real channel prefix, closed with a SYNC as a completed migration ends."""
     path = shared_data / "wl3" / folder / f"channel-{channel}.mfd.zst"
     with open(path, "rb") as f:
-        return zstandard.ZstdDecompressor().stream_reader(f).read()
+        data = zstandard.ZstdDecompressor().stream_reader(f).read()
+    compat = wire.Compat.parse(folder.split("-")[1])
+    return data + wire.encode_sync(page_size=PAGE, packet_num=1 << 20, compat=compat)
 
 
 @pytest.mark.parametrize("method", ["zstd", "qpl", "zlib"])
@@ -54,7 +57,7 @@ def test_real_none_channels_survive_a_round_trip_byte_for_byte(shared_data, fold
         assert len(middle) < 0.75 * len(original)        # the page bytes were really recompressed
         assert there.incoming.bytes_in == len(original)
         assert there.bytes_out == len(middle)
-        assert there.incoming.sync_packets == 1
+        assert there.incoming.sync_packets == 2
 
 
 def _header(flags, num, normal=0, zero=0, nps=0, block="mem", pages=(), alloc=None) -> bytes:
@@ -149,3 +152,11 @@ def test_device_state_is_refused_for_a_72_peer():
     start = 64 + 3 * wire.header_size(PAGE) + 2 * PAGE
     with pytest.raises(errors.BadFlags):
         translate(data[:64] + data[start:], "none", "zstd", "7.2")
+
+
+def test_a_channel_that_ends_mid_round_is_an_error():
+    data = stream_10()
+    cut = 64 + 2 * wire.header_size(PAGE) + 2 * PAGE      # after the pages, before any SYNC
+    with pytest.raises(errors.BarrierError) as info:
+        translate(data[:cut], "none", "zstd", "10.0")
+    assert info.value.field == "sync"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 from engine.commands import verbosity
 from engine.commands.config_argument import add_config_argument, config_from
@@ -28,9 +29,16 @@ def main(args: argparse.Namespace) -> int:
     from engine.relay.session import relay_migration
 
     config = config_from(args)
+    # a relay is stopped like a service: SIGTERM tears down as Ctrl-C does, closing
+    # both QEMUs' connections and freeing the workers and shared memory
+    signal.signal(signal.SIGTERM, _interrupt)
     report = relay_migration(config, args.listen, args.to,
                              on_listening=lambda a: print(f"listening on {a}", flush=True))
     print(report.format_text(args.verbosity), flush=True)
     if args.json:
         report.write_json(args.json, config.as_dict())
     return EXIT_OK
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

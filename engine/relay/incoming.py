@@ -83,6 +83,7 @@ class IncomingChannel:
         self.counters = IncomingCounters()
         self._jobs = jobs or JobSettings()
         self._region = 0
+        self._open_round = True      # no SYNC yet, or pages after the last one
         self._header = memoryview(bytearray(wire.header_size(page_size)))
         self._device_header = memoryview(bytearray(device_state.HEADER_SIZE))
         self._payload = memoryview(bytearray(self.method.slot_size(page_size)))
@@ -109,7 +110,7 @@ class IncomingChannel:
         prefix = self._header[:device_state.PREFIX_SIZE]
         got = self.source.readinto(prefix)
         if got == 0:
-            return None
+            return self._end()
         if got < len(prefix):
             raise errors.TruncatedStream("stream ended inside a packet header", channel=self.channel,
                                          field="header", got=got, expected=len(self._header))
@@ -121,12 +122,30 @@ class IncomingChannel:
         header = self._decoder.decode(self._header)
         raw = self._header.tobytes()
         staged = self._stage(header)
+        if header.is_sync:
+            self._open_round = False
+        elif header.pages.size:
+            self._open_round = True
         c = self.counters
         c.sync_packets += header.is_sync
         c.normal_pages += header.normal_pages
         c.zero_pages += header.zero_pages
         c.bytes_in += len(raw) + header.payload_size
         return RamPacket(raw, header, staged)
+
+    def _end(self) -> None:
+        """A clean end comes only after a round's SYNC, as a source that completed sends it.
+
+        No SYNC at all, or pages after the last one, mean the sender (QEMU or
+        the upstream relay) gave up mid-migration; passing that on as a clean
+        end would leave a destination waiting at its next sync point.  (7.2's
+        empty packet after a SYNC riding on pages carries no pages, so it may
+        come last.)
+        """
+        if self._open_round:
+            raise errors.BarrierError("channel ended without the round's SYNC: the sender "
+                                      "gave up mid-migration", channel=self.channel, field="sync")
+        return None
 
     def _stage(self, header: wire.PacketHeader) -> np.ndarray:
         if not header.pages.size:

@@ -9,7 +9,8 @@ QEMU sees its peer's close as it would without the relay.
 Reads wait without a deadline: QEMU paces this channel, and the way back
 (destination to source) is silent for a whole precopy migration.  Writes
 wait at most ``stall_timeout`` for the peer to take bytes.  A session that
-gives up shuts the sockets down, which also ends a waiting read.
+gives up shuts the sockets down, which also ends a waiting read; that end
+is not passed on (``aborted``), the session resets both sides instead.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ class MainChannelForwarder:
 
     def __init__(self, source: socket.socket, destination: socket.socket, *,
                  stall_timeout: float, on_error: Callable[[BaseException], None],
-                 peers: tuple[str, str] = ("source", "destination")) -> None:
+                 peers: tuple[str, str] = ("source", "destination"),
+                 aborted: threading.Event | None = None) -> None:
         self.stall_timeout = stall_timeout
         self.on_error = on_error
+        self.aborted = aborted or threading.Event()   # set: an end is not passed on
         self.forward = Direction("forward")
         self.back = Direction("back")
         for sock in (source, destination):
@@ -75,7 +78,8 @@ class MainChannelForwarder:
                 except BlockingIOError:
                     continue
                 if n == 0:
-                    _half_close(dst)
+                    if not self.aborted.is_set():
+                        _half_close(dst)
                     direction.done = True
                     return
                 self._send_all(dst, buf[:n], dst_peer)

@@ -13,10 +13,12 @@ each side speaks (``[relay] incoming_method`` / ``outgoing_method``).  It
 serves one migration and returns its report when every connection ended.
 
 A fault anywhere (a bad packet, a stalled or closed peer, a worker that
-died and could not be replaced, a method mismatch) ends the whole session:
-every socket, on both sides, is shut down at once, so a real QEMU at
-either end sees its connections fail and reports an error instead of
-waiting, and the first error is raised.  Reads and writes of the multifd
+died and could not be replaced, a method mismatch, a channel that ends
+mid-round) ends the whole session: every socket, on both sides, is reset
+(not closed with an end of stream, which a QEMU could take for a clean
+end), so a real QEMU at either end sees its connections fail instead of
+waiting, and the first error is raised.  A peer relay sees the reset too
+and gives up in turn.  Reads and writes of the multifd
 channels are bounded by ``[transport] stall_timeout``, writes of the main
 channel too (its reads are paced by QEMU), connecting by
 ``connect_timeout`` and waiting for the main channel by ``accept_timeout``.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import struct
 import threading
 import time
 from contextlib import ExitStack
@@ -41,6 +44,7 @@ from engine.relay.translator import ChannelTranslator, TranslatorSettings
 
 _POLL = 0.2          # seconds between looks at the listener and the threads
 _JOIN = 10.0         # seconds a thread may take to wind down after the sockets closed
+_RESET = struct.pack("ii", 1, 0)   # SO_LINGER on, 0 s: close() sends a reset, not an end of stream
 
 
 def relay_migration(config: Config, listen: Address | str, to: Address | str, *,
@@ -61,6 +65,7 @@ class RelaySession:
         self._threads: list[threading.Thread] = []
         self._translators: list[ChannelTranslator] = []
         self._forwarder: MainChannelForwarder | None = None
+        self._source_done: float | None = None
 
     # ---- the session -------------------------------------------------
 
@@ -83,7 +88,8 @@ class RelaySession:
             out = connect(self.to, timeout=t.connect_timeout, stall_timeout=t.stall_timeout)
             self._keep(out)
             forwarder = MainChannelForwarder(main, out, stall_timeout=t.stall_timeout,
-                                             on_error=self.fail, peers=(_peer, str(self.to)))
+                                             on_error=self.fail, peers=(_peer, str(self.to)),
+                                             aborted=self._failed)
             self._forwarder = forwarder
             forwarder.start()
             self._serve(listener, forwarder, settings)
@@ -99,10 +105,12 @@ class RelaySession:
         """Take multifd channels until the main channel and every channel ended."""
         t = self.config.transport
         while not self._failed.is_set():
-            if forwarder.finished and not any(th.is_alive() for th in self._threads):
+            channels_done = not any(th.is_alive() for th in self._threads)
+            if forwarder.finished and channels_done:
                 return
             if forwarder.forward.done:
-                time.sleep(_POLL)   # the source is through: no channel comes any more
+                # the source is through: no channel comes any more
+                self._await_destination(forwarder, channels_done)
                 continue
             try:
                 sock, peer = listener.accept(timeout=_POLL, stall_timeout=t.stall_timeout,
@@ -117,9 +125,25 @@ class RelaySession:
                 return
             self._start_channel(sock, peer, settings)
 
+    def _await_destination(self, forwarder: MainChannelForwarder, channels_done: bool) -> None:
+        """After the source ended: the destination has stall_timeout to close its side.
+
+        A destination still loading after that is waiting for something that
+        will not come (QEMU blocks at a sync point whose SYNC packets were lost).
+        """
+        if self._source_done is None:
+            self._source_done = time.monotonic()
+        stall = self.config.transport.stall_timeout
+        if channels_done and time.monotonic() - self._source_done > stall:
+            self.fail(errors.PeerStalled(
+                f"the destination did not finish within {stall:g} s after the source ended "
+                "(a QEMU destination blocks at a sync point whose SYNC packets never came)",
+                peer=str(self.to)))
+        time.sleep(_POLL)
+
     def _start_channel(self, sock: socket.socket, peer: str, settings: TranslatorSettings) -> None:
         index = len(self._threads)
-        translator = ChannelTranslator(TcpSource(sock, index, peer=peer), self._open_sink, settings)
+        translator = ChannelTranslator(_HeldSource(sock, index, peer=peer), self._open_sink, settings)
         self._translators.append(translator)
         thread = threading.Thread(target=self._run_channel, args=(translator,),
                                   name=f"mfd-relay-channel-{index}", daemon=True)
@@ -139,7 +163,7 @@ class RelaySession:
         sock = connect(self.to, timeout=t.connect_timeout, stall_timeout=t.stall_timeout,
                        channel=init.channel_id)
         self._keep(sock)
-        return TcpSink(sock, init.channel_id, peer=str(self.to))
+        return _HeldSink(sock, init.channel_id, peer=str(self.to))
 
     def _translator_settings(self, stack: ExitStack) -> TranslatorSettings:
         c, r, m = self.config, self.config.relay, self.config.migration
@@ -188,13 +212,37 @@ class RelaySession:
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
-            _shut(sock)
+            if self._failed.is_set():
+                _shut(sock)
             sock.close()
 
 
+class _HeldSource(TcpSource):
+    """A channel's incoming end whose socket the session closes (see ``_HeldSink``)."""
+
+    def close(self) -> None:
+        pass
+
+
+class _HeldSink(TcpSink):
+    """A channel's outgoing end whose socket the session closes.
+
+    A channel that ended is not closed on its own: only when the session
+    knows how every connection ended does each socket get an end of stream
+    (all well) or a reset (a fault anywhere).  A QEMU destination that saw a
+    multifd channel end cleanly would stop reading it and could wait at its
+    next sync point for ever.
+    """
+
+    def close(self) -> None:
+        pass
+
+
 def _shut(sock: socket.socket) -> None:
+    """Reset ``sock`` on close and wake whoever waits to read it (no end of stream is sent)."""
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        sock.shutdown(socket.SHUT_RD)
     except OSError:
-        pass   # not connected any more: nothing to end
+        pass   # closed or not connected any more: nothing to end
 
