@@ -8,6 +8,9 @@ and device-state packets); damaged input ends in a typed error.
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 import zstandard
@@ -22,7 +25,8 @@ pytestmark = pytest.mark.usefixtures("no_shm_leak")
 PAGE = 4096
 
 
-def translate(data: bytes, incoming: str, outgoing: str, version: str) -> tuple[bytes, object]:
+def translate(data: bytes, incoming: str, outgoing: str, version: str,
+              **settings) -> tuple[bytes, object]:
     """``data`` through one translator; (bytes out, traffic)."""
     sinks: list[MemoryChannel] = []
 
@@ -30,9 +34,9 @@ def translate(data: bytes, incoming: str, outgoing: str, version: str) -> tuple[
         sinks.append(MemoryChannel(init.channel_id))
         return sinks[-1]
 
-    settings = TranslatorSettings(incoming, outgoing, page_size=PAGE,
-                                  compat=wire.Compat.parse(version))
-    traffic = ChannelTranslator(BytesSource(data), open_sink, settings).run()
+    config = TranslatorSettings(incoming, outgoing, page_size=PAGE,
+                                compat=wire.Compat.parse(version), **settings)
+    traffic = ChannelTranslator(BytesSource(data), open_sink, config).run()
     return sinks[0].getvalue(), traffic
 
 
@@ -160,3 +164,25 @@ def test_a_channel_that_ends_mid_round_is_an_error():
     with pytest.raises(errors.BarrierError) as info:
         translate(data[:cut], "none", "zstd", "10.0")
     assert info.value.field == "sync"
+
+
+def kill_on(packet_num: int):
+    """An after_dispatch hook that SIGKILLs the worker given ``packet_num`` (first send only)."""
+    def hook(worker_id: int, pid: int, number: int, attempt: int) -> None:
+        if number == packet_num and attempt == 1:
+            os.kill(pid, signal.SIGKILL)
+    return hook
+
+
+def test_a_dead_worker_is_replaced_where_the_method_allows():
+    original = stream_72()
+    middle, there = translate(original, "none", "qpl", "7.2", worker_restarts=1,
+                              after_dispatch=kill_on(3))
+    assert there.restarts == 1
+    back, _ = translate(middle, "qpl", "none", "7.2")
+    assert back == original
+
+
+def test_a_dead_stream_worker_fails_the_channel():
+    with pytest.raises(errors.BrokenWorker, match="zstd keeps one stream per channel"):
+        translate(stream_72(), "none", "zstd", "7.2", worker_restarts=1, after_dispatch=kill_on(3))

@@ -47,6 +47,8 @@ class TranslatorSettings:
     worker_restarts: int = 0
     slots_per_worker: int = 2
     result_timeout: float = 300.0
+    # fault injection, as CoordinatorSettings.after_dispatch (tests kill workers here)
+    after_dispatch: Callable[[int, int, int, int], None] | None = None
 
 
 @dataclass
@@ -103,7 +105,7 @@ class ChannelTranslator:
                 method=s.outgoing_method, page_size=s.page_size, compat=s.compat, jobs=s.send_jobs,
                 slots_per_worker=s.slots_per_worker, result_timeout=s.result_timeout,
                 uuid=init.uuid, method_level=s.method_level, worker_restarts=s.worker_restarts,
-                zero_page_detection=False))
+                zero_page_detection=False, after_dispatch=s.after_dispatch))
             stack.callback(coordinator.close)
             coordinator.start()     # the init packet: the same uuid and id, so the same bytes
             try:
