@@ -111,6 +111,9 @@ class CoordinatorSettings:
     # workers move all-zero pages to the zero list; None = when the peer
     # knows zero pages in packets (compat).  A relay keeps the split it got.
     zero_page_detection: bool | None = None
+    # start() opens every channel with its init packet; False = the caller
+    # writes it (a relay forwards the one it received, before any packet)
+    write_init: bool = True
     # fault injection: called after each Task is handed to a worker, with
     # (worker_id, pid, packet_num, attempt); attempt counts from 1 and grows
     # when a replacement is given the packet again.  The stress command
@@ -148,9 +151,10 @@ class Coordinator:
         try:
             for sink in self._sinks:
                 init = wire.InitPacket(self.settings.uuid, sink.channel_id).encode()
-                sink.write(init)
+                if self.settings.write_init:
+                    sink.write(init)
                 w = self._start_worker(sink)
-                w.count(bytes=len(init))
+                w.count(bytes=len(init) if self.settings.write_init else 0)
                 self.workers.append(w)
             self._wait_ready()
         except BaseException:

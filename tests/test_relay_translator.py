@@ -36,7 +36,7 @@ def translate(data: bytes, incoming: str, outgoing: str, version: str,
 
     config = TranslatorSettings(incoming, outgoing, page_size=PAGE,
                                 compat=wire.Compat.parse(version), **settings)
-    traffic = ChannelTranslator(BytesSource(data), open_sink, config).run()
+    traffic = ChannelTranslator(open_sink, config).run(BytesSource(data))
     return sinks[0].getvalue(), traffic
 
 

@@ -89,12 +89,14 @@ class IncomingChannel:
         self._payload = memoryview(bytearray(self.method.slot_size(page_size)))
         self._decoder: wire.HeaderDecoder | None = None
         self._state: Any = None
+        self.init_bytes = b""         # the init packet as it arrived
 
     def read_init(self, *, channels: int | None = None) -> wire.InitPacket:
         """Read and check the 64-byte init packet; the channel is then named by its id."""
         buf = memoryview(bytearray(wire.INIT_PACKET_SIZE))
         self._read_exactly(buf, "init", "stream ended inside the init packet")
         init = wire.InitPacket.decode(buf, channels=channels, channel_hint=self.channel)
+        self.init_bytes = buf.tobytes()
         self.counters.bytes_in += len(buf)
         self.channel = init.channel_id
         self._decoder = wire.HeaderDecoder(channel=self.channel, page_size=self.page_size,

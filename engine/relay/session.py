@@ -65,6 +65,7 @@ class RelaySession:
         self._threads: list[threading.Thread] = []
         self._translators: list[ChannelTranslator] = []
         self._forwarder: MainChannelForwarder | None = None
+        self._preparing: list[threading.Thread] = []
         self._source_done: float | None = None
 
     # ---- the session -------------------------------------------------
@@ -82,8 +83,10 @@ class RelaySession:
                 on_listening(listener.address)
             settings = self._translator_settings(stack)
             stack.callback(self._wind_down)
-            main, _peer = listener.accept(timeout=t.accept_timeout, stall_timeout=t.stall_timeout,
-                                          what="QEMU main channel")
+            self._prepare(settings)
+            main, _peer = self._accept_main(listener)
+            if main is None:
+                raise self._failure
             self._keep(main)
             out = connect(self.to, timeout=t.connect_timeout, stall_timeout=t.stall_timeout)
             self._keep(out)
@@ -92,16 +95,46 @@ class RelaySession:
                                              aborted=self._failed)
             self._forwarder = forwarder
             forwarder.start()
-            self._serve(listener, forwarder, settings)
+            self._serve(listener, forwarder)
             report.main_forward, report.main_back = forwarder.forward.bytes, forwarder.back.bytes
         report.seconds = time.monotonic() - started
-        report.channels = sorted((tr.traffic for tr in self._translators), key=lambda c: c.channel)
+        used = self._translators[:len(self._threads)]
+        report.channels = sorted((tr.traffic for tr in used), key=lambda c: c.channel)
         if self._failure is not None:
             raise self._failure
         return report
 
-    def _serve(self, listener: Listener, forwarder: MainChannelForwarder,
-               settings: TranslatorSettings) -> None:
+    def _prepare(self, settings: TranslatorSettings) -> None:
+        """One translator per channel, its worker starting while QEMU is not there yet."""
+        for index in range(self.config.relay.channels):
+            translator = ChannelTranslator(self._open_sink, settings, index=index)
+            thread = threading.Thread(target=self._guarded, args=(translator.prepare,),
+                                      name=f"mfd-relay-prepare-{index}", daemon=True)
+            self._translators.append(translator)
+            self._preparing.append(thread)
+            thread.start()
+
+    def _accept_main(self, listener: Listener) -> tuple[socket.socket | None, str]:
+        t = self.config.transport
+        deadline = time.monotonic() + t.accept_timeout
+        while not self._failed.is_set():
+            try:
+                return listener.accept(timeout=_POLL, stall_timeout=t.stall_timeout,
+                                       what="QEMU main channel")
+            except errors.ConnectFailed:
+                if time.monotonic() > deadline:
+                    raise errors.ConnectFailed(f"no QEMU main channel connected within "
+                                               f"{t.accept_timeout:g} s",
+                                               peer=str(listener.address)) from None
+        return None, ""
+
+    def _guarded(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except BaseException as exc:  # noqa: BLE001 - the session reports it
+            self.fail(exc)
+
+    def _serve(self, listener: Listener, forwarder: MainChannelForwarder) -> None:
         """Take multifd channels until the main channel and every channel ended."""
         t = self.config.transport
         while not self._failed.is_set():
@@ -123,7 +156,7 @@ class RelaySession:
                     f"more multifd connections than relay.channels = {self.config.relay.channels}",
                     peer=peer))
                 return
-            self._start_channel(sock, peer, settings)
+            self._start_channel(sock, peer)
 
     def _await_destination(self, forwarder: MainChannelForwarder, channels_done: bool) -> None:
         """After the source ended: the destination has stall_timeout to close its side.
@@ -141,20 +174,18 @@ class RelaySession:
                 peer=str(self.to)))
         time.sleep(_POLL)
 
-    def _start_channel(self, sock: socket.socket, peer: str, settings: TranslatorSettings) -> None:
+    def _start_channel(self, sock: socket.socket, peer: str) -> None:
         index = len(self._threads)
-        translator = ChannelTranslator(_HeldSource(sock, index, peer=peer), self._open_sink, settings)
-        self._translators.append(translator)
-        thread = threading.Thread(target=self._run_channel, args=(translator,),
+        source = _HeldSource(sock, index, peer=peer)
+        thread = threading.Thread(target=self._guarded, args=(lambda: self._run_channel(index, source),),
                                   name=f"mfd-relay-channel-{index}", daemon=True)
         self._threads.append(thread)
         thread.start()
 
-    def _run_channel(self, translator: ChannelTranslator) -> None:
-        try:
-            translator.run()
-        except BaseException as exc:  # noqa: BLE001 - the session reports it
-            self.fail(exc)
+    def _run_channel(self, index: int, source: TcpSource) -> None:
+        self._preparing[index].join()
+        if not self._failed.is_set():
+            self._translators[index].run(source)
 
     def _open_sink(self, init: wire.InitPacket) -> TcpSink:
         t = self.config.transport
@@ -203,8 +234,10 @@ class RelaySession:
         if any(th.is_alive() for th in self._threads):
             self.fail(errors.TransportError("the relay stopped before its channels ended"))
         deadline = time.monotonic() + _JOIN
-        for thread in self._threads:
+        for thread in self._preparing + self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        for translator in self._translators:
+            translator.close()      # the unused ones: their workers and staging
         if self._forwarder is not None:
             if not self._forwarder.finished:
                 self.fail(errors.TransportError("the relay stopped before the main channel ended"))

@@ -2,7 +2,7 @@
 
 ::
 
-    source ──► IncomingChannel ── init packet, validated ──► (re-encoded, same bytes) ─┐
+    source ──► IncomingChannel ── init packet, validated ──► forwarded as it came ─────┐
                │ header: HeaderDecoder      page-less packet (SYNC, 7.2's empty         │
                │ payload: method A's recv     follow-up): after the packets before  ──►├─► sink
                │   into a staging region      it, its header unchanged                  │
@@ -69,50 +69,103 @@ class ChannelTraffic:
 SinkFactory = Callable[[wire.InitPacket], ChannelSink]
 
 
-class ChannelTranslator:
-    """Relays one channel from ``source`` to the sink ``open_sink(init)`` returns.
+class _LateSink:
+    """The coordinator's channel before the outgoing connection exists.
 
-    The sink is opened once the init packet is known (a relay connects its
-    outgoing channel then).  ``run`` returns at the source's clean end and
-    raises on any fault; everything it made is released either way.
+    A translator starts its worker before QEMU connects (a worker takes a
+    second or more to start); the real sink is attached once the init
+    packet says which channel this is.
     """
 
-    def __init__(self, source: ChannelSource, open_sink: SinkFactory,
-                 settings: TranslatorSettings) -> None:
-        self.source = source
+    def __init__(self, index: int) -> None:
+        self.channel_id = index
+        self.sink: ChannelSink | None = None
+
+    @property
+    def bytes_written(self) -> int:
+        return self.sink.bytes_written if self.sink is not None else 0
+
+    def write(self, *buffers) -> None:
+        if self.sink is None:
+            raise RuntimeError("the channel's connection is not open yet")
+        self.sink.write(*buffers)
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+
+class ChannelTranslator:
+    """Relays one channel to the sink ``open_sink(init)`` returns.
+
+    ``prepare`` starts the channel's worker and staging memory (a relay does
+    it before QEMU connects); ``run(source)`` relays, returns at the
+    source's clean end and raises on any fault; ``close`` releases
+    everything (``run`` does, on every exit path).
+    """
+
+    def __init__(self, open_sink: SinkFactory, settings: TranslatorSettings, *,
+                 index: int = 0) -> None:
         self.open_sink = open_sink
         self.settings = settings
-        self.traffic = ChannelTraffic(source.channel_id, IncomingCounters())
+        self.traffic = ChannelTraffic(index, IncomingCounters())
+        self._late = _LateSink(index)
+        self._stack = ExitStack()
+        self._staging: RamBlock | None = None
         self.coordinator: Coordinator | None = None
 
-    def run(self) -> ChannelTraffic:
+    @property
+    def regions(self) -> int:
+        return self.settings.slots_per_worker + 1    # see engine.relay.incoming
+
+    def prepare(self) -> None:
+        """Create the staging block and start the worker (idempotent)."""
+        if self.coordinator is not None:
+            return
         s = self.settings
-        regions = s.slots_per_worker + 1    # see engine.relay.incoming
         page_count = wire.page_count_for(s.page_size)
-        with ExitStack() as stack:
-            staging = stack.enter_context(RamBlock.create(
-                f"relay{self.source.channel_id}", regions * page_count * s.page_size, s.page_size))
-            incoming = IncomingChannel(self.source, method=s.incoming_method, page_size=s.page_size,
-                                       compat=s.compat, staging=staging, regions=regions,
-                                       jobs=s.recv_jobs)
-            stack.callback(incoming.close)
+        try:
+            self._staging = self._stack.enter_context(RamBlock.create(
+                f"relay{self._late.channel_id}", self.regions * page_count * s.page_size,
+                s.page_size))
+            coordinator = Coordinator([self._staging], [self._late], CoordinatorSettings(
+                method=s.outgoing_method, page_size=s.page_size, compat=s.compat,
+                jobs=s.send_jobs, slots_per_worker=s.slots_per_worker,
+                result_timeout=s.result_timeout, method_level=s.method_level,
+                worker_restarts=s.worker_restarts, zero_page_detection=False,
+                after_dispatch=s.after_dispatch, write_init=False))
+            self._stack.callback(coordinator.close)
+            coordinator.start()
+            self.coordinator = coordinator
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, source: ChannelSource) -> ChannelTraffic:
+        s = self.settings
+        try:
+            self.prepare()
+            incoming = IncomingChannel(source, method=s.incoming_method, page_size=s.page_size,
+                                       compat=s.compat, staging=self._staging,
+                                       regions=self.regions, jobs=s.recv_jobs)
+            self._stack.callback(incoming.close)
             self.traffic.incoming = incoming.counters
             init = incoming.read_init(channels=s.channels)
             self.traffic.channel = init.channel_id
             sink = self.open_sink(init)
-            stack.callback(sink.close)
-            self.coordinator = coordinator = Coordinator([staging], [sink], CoordinatorSettings(
-                method=s.outgoing_method, page_size=s.page_size, compat=s.compat, jobs=s.send_jobs,
-                slots_per_worker=s.slots_per_worker, result_timeout=s.result_timeout,
-                uuid=init.uuid, method_level=s.method_level, worker_restarts=s.worker_restarts,
-                zero_page_detection=False, after_dispatch=s.after_dispatch))
-            stack.callback(coordinator.close)
-            coordinator.start()     # the init packet: the same uuid and id, so the same bytes
+            self._late.sink = sink
+            self._stack.callback(sink.close)
+            sink.write(incoming.init_bytes)     # forwarded as it came
             try:
-                self._relay(incoming, coordinator, sink)
+                self._relay(incoming, self.coordinator, sink)
             finally:
-                self._count(coordinator, sink)
+                self._count(self.coordinator, sink)
+        finally:
+            self.close()
         return self.traffic
+
+    def close(self) -> None:
+        self._stack.close()
 
     def _relay(self, incoming: IncomingChannel, coordinator: Coordinator, sink: ChannelSink) -> None:
         while (packet := incoming.next_packet()) is not None:
