@@ -13,7 +13,7 @@ one, a real destination QEMU in the other; per link, three cases:
 
 Per case: migration time (``migrate`` until the destination has loaded
 everything and left ``inmigrate``; relays are started
-before ``migrate``, their workers start when QEMU's channels arrive), bytes on the link (the veth's transmit counters, both
+``--relay-warmup`` seconds before ``migrate``, so their workers are up), bytes on the link (the veth's transmit counters, both
 ways, TCP/IP headers included), CPU seconds per side (every process of
 that host: QEMU, relay and its workers, from ``wait4``).  The destination's
 RAM is compared with the image after every run.
@@ -238,6 +238,7 @@ def migrate(hosts: Hosts, link: Link, case: str, args, image: Path, size_mib: in
             relays.append(Relay(hosts.source, tmp, "src", args.qemu, "none", wire,
                                 f"127.0.0.1:{PORT + 2}", f"{DEST_IP}:{PORT}"))
             uri = f"tcp:127.0.0.1:{PORT + 2}"
+            time.sleep(args.relay_warmup)   # the relays start their workers before QEMU connects
         else:
             destination.qmp.execute("migrate-incoming", uri=f"tcp:{DEST_IP}:{PORT}")
             uri = f"tcp:{DEST_IP}:{PORT}"
@@ -296,6 +297,8 @@ def main() -> None:
     parser.add_argument("--delay", default="1ms", help="netem delay on each end")
     parser.add_argument("--wire", default="qpl", help="the relays' wire method")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--relay-warmup", type=float, default=3.0,
+                        help="seconds between starting the relays and migrate (worker start)")
     bench_report.add_argument(parser)
     args = parser.parse_args()
     if os.geteuid() != 0 or not shutil.which("ip"):

@@ -71,7 +71,7 @@ class RelaySession:
     # ---- the session -------------------------------------------------
 
     def run(self, on_listening: Callable[[Address], None] | None = None) -> RelayReport:
-        r, t = self.config.relay, self.config.transport
+        r = self.config.relay
         report = RelayReport(str(self.listen), str(self.to), r.incoming_method, r.outgoing_method,
                              self.config.migration.qemu_version, self.config.migration.page_size)
         started = time.monotonic()
@@ -83,19 +83,12 @@ class RelaySession:
                 on_listening(listener.address)
             settings = self._translator_settings(stack)
             stack.callback(self._wind_down)
-            self._prepare(settings)
-            main, _peer = self._accept_main(listener)
-            if main is None:
-                raise self._failure
-            self._keep(main)
-            out = connect(self.to, timeout=t.connect_timeout, stall_timeout=t.stall_timeout)
-            self._keep(out)
-            forwarder = MainChannelForwarder(main, out, stall_timeout=t.stall_timeout,
-                                             on_error=self.fail, peers=(_peer, str(self.to)),
-                                             aborted=self._failed)
-            self._forwarder = forwarder
-            forwarder.start()
-            self._serve(listener, forwarder)
+            try:
+                forwarder = self._start(listener, settings)
+                self._serve(listener, forwarder)
+            except BaseException as exc:
+                self.fail(exc)      # reset both sides, whatever went wrong here
+                raise
             report.main_forward, report.main_back = forwarder.forward.bytes, forwarder.back.bytes
         report.seconds = time.monotonic() - started
         used = self._translators[:len(self._threads)]
@@ -103,6 +96,23 @@ class RelaySession:
         if self._failure is not None:
             raise self._failure
         return report
+
+    def _start(self, listener: Listener, settings: TranslatorSettings) -> MainChannelForwarder:
+        """Workers starting, QEMU's main channel accepted and connected onwards, copying."""
+        t = self.config.transport
+        self._prepare(settings)
+        main, source_peer = self._accept_main(listener)
+        if main is None:
+            raise self._failure or errors.TransportError("the relay gave up")
+        self._keep(main)
+        out = connect(self.to, timeout=t.connect_timeout, stall_timeout=t.stall_timeout)
+        self._keep(out)
+        self._forwarder = MainChannelForwarder(main, out, stall_timeout=t.stall_timeout,
+                                               on_error=self.fail,
+                                               peers=(source_peer, str(self.to)),
+                                               aborted=self._failed)
+        self._forwarder.start()
+        return self._forwarder
 
     def _prepare(self, settings: TranslatorSettings) -> None:
         """One translator per channel, its worker starting while QEMU is not there yet."""
@@ -142,9 +152,7 @@ class RelaySession:
             if forwarder.finished and channels_done:
                 return
             if forwarder.forward.done:
-                # the source is through: no channel comes any more
-                self._await_destination(forwarder, channels_done)
-                continue
+                self._check_destination(channels_done)
             try:
                 sock, peer = listener.accept(timeout=_POLL, stall_timeout=t.stall_timeout,
                                              what="multifd channel")
@@ -158,7 +166,7 @@ class RelaySession:
                 return
             self._start_channel(sock, peer)
 
-    def _await_destination(self, forwarder: MainChannelForwarder, channels_done: bool) -> None:
+    def _check_destination(self, channels_done: bool) -> None:
         """After the source ended: the destination has stall_timeout to close its side.
 
         A destination still loading after that is waiting for something that
@@ -172,7 +180,6 @@ class RelaySession:
                 f"the destination did not finish within {stall:g} s after the source ended "
                 "(a QEMU destination blocks at a sync point whose SYNC packets never came)",
                 peer=str(self.to)))
-        time.sleep(_POLL)
 
     def _start_channel(self, sock: socket.socket, peer: str) -> None:
         index = len(self._threads)
