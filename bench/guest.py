@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.ram import RamBlock
-from engine.workloads import fill_guest_memory
+from engine.units import parse_size
+from engine.workloads import fill_guest_memory, load_image
 
 PAGE_SIZE = 4096
 _REPO = Path(__file__).resolve().parent.parent
@@ -31,14 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser, *, size: str = "512MiB") -> N
     parser.add_argument("--synthetic", action="store_true", help="use the engine's generator")
 
 
-def parse_size(text: str) -> int:
-    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-    for unit, factor in units.items():
-        if text.endswith(unit):
-            return int(text[: -len(unit)]) * factor
-    return int(text)
-
-
 def wl3_image() -> Path | None:
     return next((p for p in WL3_CANDIDATES if p.is_file()), None)
 
@@ -46,16 +39,16 @@ def wl3_image() -> Path | None:
 def load(args: argparse.Namespace, name: str = "pc.ram") -> tuple[RamBlock, str]:
     """The source block and a line describing it."""
     if args.image:
-        block = RamBlock.from_image(args.image, name=name, page_size=PAGE_SIZE)
+        block = load_image(args.image, name=name, page_size=PAGE_SIZE)
         return block, f"image {args.image} ({block.size >> 20} MiB)"
-    size = parse_size(args.size)
+    size = parse_size("--size", args.size)
     real = None if args.synthetic else wl3_image()
     block = RamBlock.create(name, size, PAGE_SIZE)
     try:
         if real is None:
             fill_guest_memory(block, seed=1)
             return block, f"engine generator, seed 1 ({size >> 20} MiB)"
-        with RamBlock.from_image(real, name="wl3", page_size=PAGE_SIZE) as src:
+        with load_image(real, name="wl3", page_size=PAGE_SIZE) as src:
             _tile(src.buf, block.buf)
         return block, f"real Linux guest wl3 ({real}) tiled to {size >> 20} MiB"
     except BaseException:

@@ -22,6 +22,8 @@ import numpy as np
 
 import guest
 
+from engine.units import parse_size
+
 
 def _status(field: str) -> int:
     with open("/proc/self/status", encoding="ascii") as f:
@@ -68,7 +70,7 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure_one(guest.parse_size(args.one))))
+        print(json.dumps(measure_one(parse_size("--one", args.one))))
         return
     results = []
     for text in args.sizes.split(","):

@@ -53,6 +53,7 @@ from engine.batch import Engine
 from engine.config import Config
 from engine.ram import RamBlock
 from engine.receiver import Receiver
+from engine.workloads import load_image
 from engine.net.transport import TcpSink, TcpSource
 from workers import codec
 
@@ -271,7 +272,7 @@ def _wait_incoming_done(dst: _Qemu, timeout: float = 60.0) -> None:
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    with RamBlock.from_image(a, name="a") as x, RamBlock.from_image(b, name="b") as y:
+    with load_image(a, name="a") as x, load_image(b, name="b") as y:
         return x.size == y.size and codec.compare_pages(x.buf, y.buf, 4096, 1)[0] == 0
 
 

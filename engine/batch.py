@@ -20,13 +20,14 @@ import numpy as np
 
 from engine.channels import ChannelSink, FileSink, FileSource, MemoryChannel, NullSink
 from engine.config import Config
+from engine.errors import ConfigError, ImageError, RamBlockError
 from engine.coordinator import Coordinator, CoordinatorSettings
 from engine.devices import receive_jobs, send_jobs
 from engine.ram import RamBlock
 from engine.receiver import Receiver
 from engine.report.run import Report, RoundReport
 from engine.report.schema import machine_facts
-from engine.workloads import PrecopyRounds, fill_guest_memory
+from engine.workloads import PrecopyRounds, fill_guest_memory, load_image
 from workers import codec
 
 Progress = Callable[[int, int, int], None]   # (round, packets done, packets in round)
@@ -39,12 +40,21 @@ def engine_version() -> str:
         return "unknown"
 
 
+# the config keys a user edits to set each part of the source block
+_BLOCK_KEYS = {"name": "workload.block", "size": "workload.size", "page_size": "migration.page_size"}
+
+
 def make_source_block(config: Config) -> RamBlock:
     """The source RAM block the config asks for, filled."""
     w, page_size = config.workload, config.migration.page_size
-    if w.source == "image":
-        return RamBlock.from_image(w.image, name=w.block, page_size=page_size)
-    block = RamBlock.create(w.block, w.size, page_size)
+    try:
+        if w.source == "image":
+            return load_image(w.image, name=w.block, page_size=page_size)
+        block = RamBlock.create(w.block, w.size, page_size)
+    except RamBlockError as exc:
+        raise ConfigError(_BLOCK_KEYS[exc.part], str(exc)) from None
+    except ImageError as exc:
+        raise ConfigError("workload.image", str(exc)) from None
     try:
         fill_guest_memory(block, seed=w.seed, mix=w.mix)
     except BaseException:

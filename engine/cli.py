@@ -4,8 +4,8 @@ Each subcommand is one module in ``engine.commands`` with two functions:
 ``add_parser(subparsers)`` and ``main(args) -> int``.  This module parses,
 dispatches, and turns the engine's errors into messages and exit codes.
 
-Exit status: 0 success; 1 verification failed (pages differ); 2 bad usage
-or bad config (also: `report --plot` without matplotlib); 3 bad input (a
+Exit status (``engine.exit_codes``): 0 success; 1 verification failed
+(pages differ); 2 bad usage or bad config (also: `report --plot` without matplotlib); 3 bad input (a
 malformed channel stream, or a report file that is not ours); 4 the engine
 failed (a worker died or reported an error); 5 the peer or the connection
 failed (TCP migration: not connected in time, closed, stalled, refused, or
@@ -20,9 +20,7 @@ from typing import Sequence
 
 from engine import errors
 from engine.commands import COMMANDS
-
-EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_INPUT, EXIT_ENGINE, EXIT_PEER, EXIT_INTERRUPTED = (
-    0, 1, 2, 3, 4, 5, 130)
+from engine.exit_codes import EXIT_ENGINE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_PEER, EXIT_USAGE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except errors.ConfigError as exc:
+    except (errors.ConfigError, errors.RamBlockError, errors.ImageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (errors.TransportError, errors.ChannelStalled) as exc:

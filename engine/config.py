@@ -9,7 +9,6 @@ key (``section.key``) and say what is allowed.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,17 +17,13 @@ from typing import Any
 from engine import methods, wire
 from engine.errors import ConfigError
 from engine.stress.settings import StressSettings
+from engine.units import parse_size
 from engine.workloads import PageMix
-from workers.codec import COMPRESSION_SETTINGS
-from workers.jobs import BUSY_POLICIES, JobSettings
-from workers.workqueue import ACCELERATORS
-from workers.workqueue.emulated import EmulatorSettings, FaultSettings
+from workers.settings import (ACCELERATORS, BUSY_POLICIES, COMPRESSION_SETTINGS, EmulatorSettings,
+                              FaultSettings, JobSettings)
 
 SOURCES = ("synthetic", "image")
 SINKS = ("memory", "file", "null")
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|K|M|G)?\s*$")
-_UNITS = {None: 1, "B": 1, "K": 1 << 10, "KiB": 1 << 10, "M": 1 << 20, "MiB": 1 << 20,
-          "G": 1 << 30, "GiB": 1 << 30}
 
 
 @dataclass(frozen=True)
@@ -76,8 +71,8 @@ class MigrationSettings:
 
     @property
     def method_level(self) -> int | None:
-        """The level of the chosen stream method (zlib, zstd); None for the others."""
-        return {"zlib": self.zlib_level, "zstd": self.zstd_level}.get(self.method)
+        """``<method>_level`` of a method with levels; None for the others."""
+        return level_of(self, methods.get(self.method))
 
     @property
     def jobs(self) -> JobSettings:
@@ -148,6 +143,13 @@ class Config:
         return out
 
 
+def level_of(m: MigrationSettings, method: methods.Method) -> int | None:
+    """``migration.<name>_level`` for a method with levels (QEMU's multifd-<name>-level)."""
+    if method.levels is None:
+        return None
+    return getattr(m, f"{method.name}_level")
+
+
 def load_config(path: str | os.PathLike | None) -> Config:
     """Config from a TOML file; None = the embedded default."""
     if path is None:
@@ -160,16 +162,6 @@ def load_config(path: str | os.PathLike | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
     return Config.from_dict(data)
-
-
-def parse_size(key: str, value: Any) -> int:
-    """Bytes from an int or a string like "256MiB"."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = _SIZE.match(value) if isinstance(value, str) else None
-    if not match:
-        raise ConfigError(key, f"{value!r} is not a size (bytes, or e.g. \"64MiB\", \"1GiB\")")
-    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 def _no_unknown(section: str, data: Any, allowed: set[str]) -> None:
@@ -309,15 +301,17 @@ def _validate(c: Config) -> None:
         raise ConfigError("migration.method", f"QEMU {m.qemu_version} does not know method "
                           f"{m.method!r} (its receiver would reject the flag)")
     _choice("migration.accelerator", m.accelerator, ACCELERATORS)
-    _choice("migration.busy_policy", m.busy_policy, BUSY_POLICIES)
+    _choice("migration.busy_policy", m.busy_policy, tuple(BUSY_POLICIES))
     _validate_emulator(c.emulator)
     _choice("migration.compression", m.compression, tuple(COMPRESSION_SETTINGS))
     if not 0 <= m.max_submit_retries <= 1_000_000:
         raise ConfigError("migration.max_submit_retries", f"must be 0..1000000, got {m.max_submit_retries}")
-    for key, levels in (("zlib_level", range(0, 10)), ("zstd_level", range(0, 21))):
-        if getattr(m, key) not in levels:
-            raise ConfigError(f"migration.{key}", f"must be {levels.start}..{levels.stop - 1} "
-                              f"(as QEMU's multifd-{key.replace('_', '-')}), got {getattr(m, key)}")
+    for method in map(methods.get, methods.names()):
+        level = level_of(m, method)
+        if method.levels is not None and level not in method.levels:
+            levels = method.levels
+            raise ConfigError(f"migration.{method.name}_level", f"must be {levels.start}.."
+                              f"{levels.stop - 1} (as QEMU's multifd-{method.name}-level), got {level}")
     for key in ("connect_timeout", "accept_timeout", "stall_timeout"):
         if not 0 < getattr(c.transport, key) <= 86400:
             raise ConfigError(f"transport.{key}", f"must be seconds in (0, 86400], "

@@ -51,11 +51,11 @@ from multiprocess import connection
 
 from engine import errors, methods, wire
 from engine.channels import ChannelSink
-from engine.report.page_sizes import STATS_KEY, PageSizeHistogram
+from engine.report.page_sizes import PageSizeHistogram
 from engine.ram import RamBlock, SharedSegment
 from engine.report.timeline import PacketTimeline
 from workers import worker as worker_main
-from workers.jobs import JobSettings
+from workers.settings import JobSettings
 from workers.messages import Bye, Failure, MessageError, Ready, Result, Shutdown, Task, unpack
 
 _MP = multiprocess.get_context("spawn")
@@ -422,7 +422,7 @@ class Coordinator:
     @property
     def replaceable(self) -> bool:
         """Can a dead worker be replaced mid-migration (see ``Method.resumable``)?"""
-        return bool(getattr(self.method, "resumable", False))
+        return self.method.resumable
 
     def _terminate_broken(self, w: _Worker) -> None:
         code = w.last_exit_code
@@ -462,16 +462,16 @@ class Coordinator:
                                 mask=self.settings.compat.compression_mask,
                                 next_packet_size=result.next_packet_size)
         start = result.slot * self._slot_size
+        payload = w.slots.buf[start:start + result.next_packet_size]
+        if self.method.page_length_table and result.normal_num:
+            self.page_sizes.add(payload, result.normal_num)
         write_started = time.perf_counter_ns()
-        w.sink.write(self._header, w.slots.buf[start:start + result.next_packet_size])
+        w.sink.write(self._header, payload)
         write_ns = time.perf_counter_ns() - write_started
         w.free_slots.append(result.slot)
         w.deaths_in_a_row = 0
         wire_bytes = len(self._header) + result.next_packet_size
         stats = result.stats            # ours: the message is not used after this
-        sizes = stats.pop(STATS_KEY, None)
-        if sizes is not None:
-            self.page_sizes.add(sizes)
         # the worker's counters, with the page split as the Result states it
         stats.update(packets=1, normal_pages=result.normal_num, zero_pages=result.zero_num,
                      payload_bytes=result.next_packet_size, bytes=wire_bytes, write_ns=write_ns)

@@ -17,8 +17,8 @@ from dataclasses import replace
 from engine import methods, wire
 from engine.config import Config
 from engine.errors import AcceleratorError
-from workers.jobs import JobSettings
-from workers.workqueue.emulated import EmulatedDevice, FaultSettings
+from workers.settings import FaultSettings, JobSettings
+from workers.workqueue.emulated import EmulatedDevice
 
 # job records for clients that attach after a worker died and was replaced
 _SPARE_CLIENTS = 8
@@ -26,23 +26,18 @@ _SPARE_CLIENTS = 8
 
 def uses_work_queue(method: str) -> bool:
     """Does ``method`` run its pages on PageJobs (and so on an accelerator)?"""
-    return bool(getattr(methods.get(method), "uses_work_queue", False))
+    return methods.get(method).uses_work_queue
 
 
 def require_iaa(qpl_library: str) -> None:
     """Raise ``AcceleratorError`` unless libqpl loads and its IAA probe passes."""
-    from workers.workqueue.qpl import QplLibrary, qpl_status_text
+    from workers.workqueue.qpl import probe_iaa
 
-    try:
-        library = QplLibrary(qpl_library)
-    except AcceleratorError as exc:
-        raise AcceleratorError(f"accelerator = \"iaa\" but {exc}") from None
-    status = library.probe_hardware()
-    if status != 0:
-        raise AcceleratorError(
-            f"accelerator = \"iaa\" but libqpl {library.version} ({library.path}) finds no "
-            f"usable IAA: hardware probe failed with {qpl_status_text(status)}; "
-            "`multifd-engine doctor` shows the devices and work queues", status=status)
+    probe = probe_iaa(qpl_library)
+    if probe.usable:
+        return
+    hint = "" if probe.version is None else "; `multifd-engine doctor` shows the devices and work queues"
+    raise AcceleratorError(f"accelerator = \"iaa\" but {probe.problem()}{hint}", status=probe.probe)
 
 
 def send_jobs(config: Config, stack: ExitStack, channels: int) -> tuple[JobSettings, EmulatedDevice | None]:

@@ -25,7 +25,23 @@ class ConfigError(EngineError):
 
 
 class CodecError(EngineError):
-    """The native codec failed in a way that is not about untrusted input."""
+    """The native codec failed in a way that is not about untrusted input.
+
+    ``status`` is the native status code (``MFD_*``) when there is one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NativeBuildError(EngineError, ImportError):
+    """The native extension ``workers._native`` cannot serve this checkout.
+
+    It is not built, built for another Python or another version of the
+    package, or its C constants disagree with ``workers.settings``.  An
+    ``ImportError`` too: it is raised while ``workers.codec`` is imported.
+    """
 
 
 class WireError(EngineError):
@@ -242,3 +258,24 @@ class ReportError(EngineError):
         super().__init__(f"{where}: {message}")
         self.path = path
         self.field = field
+
+
+class RamBlockError(EngineError):
+    """A RAM block's parameters are unusable.
+
+    ``part`` says which: ``"name"``, ``"size"`` or ``"page_size"``.  The
+    layer that took the value from a user (the config, a command line)
+    names where it came from.
+    """
+
+    def __init__(self, part: str, message: str) -> None:
+        super().__init__(message)
+        self.part = part
+
+
+class ImageError(EngineError):
+    """A guest memory image cannot be loaded; ``path`` names the file."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path

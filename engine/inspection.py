@@ -21,10 +21,8 @@ from engine import errors, methods, wire
 from engine.channels import FileSource
 from engine.ram import RamBlock
 from engine.receiver import ChannelCounters, ChannelReader, PacketInfo
+from engine.workloads.images import load_image
 from workers import codec
-
-_SKIP_CHUNK = 1 << 20
-
 
 @dataclass
 class StreamGuess:
@@ -60,70 +58,63 @@ class InspectResult:
         return self.mismatched_pages == 0
 
 
+@dataclass
+class _Evidence:
+    """What the raw headers of channel files say, before any of it is trusted."""
+
+    method_flag: int | None = None
+    old: bool = False        # proves QEMU < 9.0: stale sizes, SYNC riding on pages
+    new: bool = False        # proves QEMU >= 9.0: zero pages inside packets
+    blocks: Counter = field(default_factory=Counter)
+
+
 def guess_stream(paths: str | Path | Sequence[str | Path], page_size: int) -> StreamGuess:
-    """Method, QEMU generation and main block from every packet header of ``paths``.
+    """Method, QEMU generation and main block from every packet header of every channel.
 
     Reads raw header fields without trusting them beyond this guess (the
-    real walk validates everything), and skips payloads unread.  The
-    generation must not hinge on the first packets: a 7.2 channel may open
-    with page-less SYNCs that look like 10.0's.  Evidence, wherever it
-    appears: stale ``next_packet_size`` on a page-less packet or SYNC on a
-    packet with pages proves 7.2; zero pages inside packets prove 9.0 or
-    later.  Without either, both readings of the stream are the same, and
-    10.0's is taken.
+    real walk validates everything) and skips payloads.  QEMU 7.2 gives
+    itself away by a stale ``next_packet_size`` on a page-less packet or a
+    SYNC on a packet with pages, wherever in which channel it appears; zero
+    pages inside packets mean 9.0 or later.  With no evidence either way,
+    both readings of the stream are the same, and "10.0" is said.
     """
-    scan = _StreamScan()
+    evidence = _Evidence()
     for path in [paths] if isinstance(paths, (str, Path)) else paths:
-        scan.walk(path, page_size)
-    method = methods.by_flag(scan.method_flag) if scan.method_flag is not None else None
-    version = "7.2" if scan.old and not scan.new else "10.0"
-    block = scan.blocks.most_common(1)[0][0] if scan.blocks else None
+        _scan(path, page_size, evidence)
+    method = methods.by_flag(evidence.method_flag) if evidence.method_flag is not None else None
+    version = "7.2" if evidence.old and not evidence.new else "10.0"
+    block = evidence.blocks.most_common(1)[0][0] if evidence.blocks else None
     return StreamGuess(method.name if method else None, version, block)
 
 
-@dataclass
-class _StreamScan:
-    method_flag: int | None = None
-    old: bool = False
-    new: bool = False
-    blocks: Counter = field(default_factory=Counter)
-
-    def walk(self, path: str | Path, page_size: int) -> None:
-        source = FileSource(path, 0)
-        header = memoryview(bytearray(wire.header_size(page_size)))
-        scratch = memoryview(bytearray(_SKIP_CHUNK))
-        try:
-            if source.readinto(memoryview(bytearray(wire.INIT_PACKET_SIZE))) < wire.INIT_PACKET_SIZE:
-                return
-            while source.readinto(header) == len(header):
-                normal = self._note(header)
-                if normal and not _skip(source, struct.unpack_from(">I", header, 20)[0], scratch):
+def _scan(path: str | Path, page_size: int, evidence: _Evidence) -> None:
+    source = FileSource(path, 0)        # .zst channel files too: read, not seek
+    header = memoryview(bytearray(wire.header_size(page_size)))
+    scratch = memoryview(bytearray(1 << 20))
+    try:
+        if source.readinto(scratch[:wire.INIT_PACKET_SIZE]) < wire.INIT_PACKET_SIZE:
+            return
+        while source.readinto(header) == len(header):
+            magic, _version, flags, _alloc, normal, payload, _num, zero = struct.unpack_from(
+                ">IIIIIIQI", header)
+            if magic != wire.MULTIFD_MAGIC:
+                return          # not a packet: the walk will say so
+            if normal + zero:
+                if evidence.method_flag is None:
+                    evidence.method_flag = flags & wire.METHOD_BITS
+                name = bytes(header[64:320]).split(b"\0", 1)[0].decode("utf-8", "replace")
+                evidence.blocks[name] += normal + zero
+                evidence.old |= bool(flags & wire.FLAG_SYNC)
+            else:
+                evidence.old |= payload != 0
+            evidence.new |= zero > 0
+            while normal and payload:
+                step = min(payload, len(scratch))
+                if source.readinto(scratch[:step]) < step:
                     return
-        finally:
-            source.close()
-
-    def _note(self, header: memoryview) -> int:
-        flags, _alloc, normal, size, _num, zero = struct.unpack_from(">IIIIQI", header, 8)
-        if normal + zero:
-            if self.method_flag is None:
-                self.method_flag = flags & wire.METHOD_BITS
-            name = bytes(header[64:320]).split(b"\0", 1)[0].decode("utf-8", "replace")
-            self.blocks[name] += normal + zero
-            self.old |= normal > 0 and bool(flags & wire.FLAG_SYNC)
-        else:
-            self.old |= size != 0
-        self.new |= zero > 0
-        return normal
-
-
-def _skip(source: FileSource, size: int, scratch: memoryview) -> bool:
-    """Read past ``size`` payload bytes; False at the end of the file."""
-    while size:
-        n = min(size, len(scratch))
-        if source.readinto(scratch[:n]) < n:
-            return False
-        size -= n
-    return True
+                payload -= step
+    finally:
+        source.close()
 
 
 def inspect_channels(paths: Sequence[str | Path], *, page_size: int = 4096,
@@ -141,7 +132,7 @@ def inspect_channels(paths: Sequence[str | Path], *, page_size: int = 4096,
     compat = wire.Compat.parse(qemu_version or guess.qemu_version)
     block = block or guess.block
     result = InspectResult(method, str(compat), block)
-    reference = RamBlock.from_image(image, name=block or "image", page_size=page_size) if image else None
+    reference = load_image(image, name=block or "image", page_size=page_size) if image else None
     dest = RamBlock.create(reference.name, reference.size, page_size) if reference else None
     covered = np.zeros(reference.pages if reference else 0, dtype=bool)
 

@@ -24,9 +24,9 @@ exits never removes its parent's segments).  A killed process runs no
 finalizer: :func:`remove_stale_segments` removes segments whose creator is
 gone.
 
-Bad block parameters are ``ConfigError``s keyed by the config value a user
-sets: ``workload.block`` (name), ``workload.size``, ``migration.page_size``,
-``workload.image`` (image files).
+Bad block parameters are ``RamBlockError``s whose ``part`` says which one
+(name, size, page size); the caller that took the value from a user names
+the config key or flag.
 
 Closing while outside code still holds a view of the bytes (a numpy array made
 from :attr:`RamBlock.buf`, a page memoryview) cannot unmap the memory without
@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import ConfigError, EngineError
+from engine.errors import EngineError, RamBlockError
 
 __all__ = ["SharedSegment", "RamBlockSpec", "RamBlock", "SHM_DIR", "remove_stale_segments"]
 
@@ -58,12 +58,6 @@ _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _STALE_NAME = re.compile(r"mfd-([0-9]+)-[0-9a-f]{8}-")
 _MIN_PAGE_SIZE = 512
 _MAX_PAGE_SIZE = 65536
-_IMAGE_CHUNK = 64 << 20  # bytes per readinto() when loading an image
-# ConfigError keys: the config keys a user edits to set these values.
-_KEY_NAME = "workload.block"
-_KEY_SIZE = "workload.size"
-_KEY_PAGE_SIZE = "migration.page_size"
-_KEY_IMAGE = "workload.image"
 
 
 def _unlink_path(path: str, owner_pid: int) -> None:
@@ -259,42 +253,42 @@ def _check_name(name: Any) -> str:
         try:
             name = name.decode("utf-8")
         except UnicodeDecodeError:
-            raise ConfigError(_KEY_NAME, f"RAM block name {name!r} is not UTF-8") from None
+            raise RamBlockError("name", f"RAM block name {name!r} is not UTF-8") from None
     if not isinstance(name, str):
-        raise ConfigError(_KEY_NAME, f"RAM block name must be a string, got {name!r}")
+        raise RamBlockError("name", f"RAM block name must be a string, got {name!r}")
     if not name:
-        raise ConfigError(_KEY_NAME, "RAM block name is empty")
+        raise RamBlockError("name", "RAM block name is empty")
     if "\0" in name:
-        raise ConfigError(_KEY_NAME, f"RAM block name {name!r} contains a NUL byte")
+        raise RamBlockError("name", f"RAM block name {name!r} contains a NUL byte")
     try:
         encoded = name.encode("utf-8")
     except UnicodeEncodeError:
-        raise ConfigError(_KEY_NAME, f"RAM block name {name!r} is not valid UTF-8") from None
+        raise RamBlockError("name", f"RAM block name {name!r} is not valid UTF-8") from None
     if len(encoded) > 255:
-        raise ConfigError(
-            _KEY_NAME, f"RAM block name is {len(encoded)} UTF-8 bytes, at most 255 fit: {name[:40]!r}..."
+        raise RamBlockError(
+            "name", f"RAM block name is {len(encoded)} UTF-8 bytes, at most 255 fit: {name[:40]!r}..."
         )
     return name
 
 
-def _check_int(key: str, what: str, value: Any) -> int:
+def _check_int(part: str, what: str, value: Any) -> int:
     if isinstance(value, bool):
-        raise ConfigError(key, f"{what} must be an integer, got {value!r}")
+        raise RamBlockError(part, f"{what} must be an integer, got {value!r}")
     try:
         return operator.index(value)
     except TypeError:
-        raise ConfigError(key, f"{what} must be an integer, got {value!r}") from None
+        raise RamBlockError(part, f"{what} must be an integer, got {value!r}") from None
 
 
 def _check_page_size(page_size: Any) -> int:
-    page_size = _check_int(_KEY_PAGE_SIZE, "page size", page_size)
+    page_size = _check_int("page_size", "page size", page_size)
     if (
         page_size < _MIN_PAGE_SIZE
         or page_size > _MAX_PAGE_SIZE
         or page_size & (page_size - 1)
     ):
-        raise ConfigError(
-            _KEY_PAGE_SIZE,
+        raise RamBlockError(
+            "page_size",
             f"page size {page_size} is not a power of two between "
             f"{_MIN_PAGE_SIZE} and {_MAX_PAGE_SIZE}",
         )
@@ -302,10 +296,10 @@ def _check_page_size(page_size: Any) -> int:
 
 
 def _check_size(size: Any, page_size: int) -> int:
-    size = _check_int(_KEY_SIZE, "RAM block size", size)
+    size = _check_int("size", "RAM block size", size)
     if size <= 0 or size % page_size:
-        raise ConfigError(
-            _KEY_SIZE,
+        raise RamBlockError(
+            "size",
             f"RAM block size {size} is not a positive multiple of the page size {page_size}",
         )
     return size
@@ -356,7 +350,7 @@ class RamBlockSpec:
 class RamBlock:
     """A named RAM block whose bytes live in a :class:`SharedSegment`.
 
-    The process that made the block (``create`` / ``from_image``) owns it and
+    The process that made the block (``create``) owns it and
     removes the shared-memory name in ``close``; attached blocks only unmap.
     """
 
@@ -390,102 +384,6 @@ class RamBlock:
         size = _check_size(spec.size, page_size)
         segment = SharedSegment.attach(spec.shm_name, size)
         return cls(name, size, page_size, segment, owner=False)
-
-    @classmethod
-    def from_image(cls, path: str | os.PathLike, name: str = "pc.ram", page_size: int = 4096) -> "RamBlock":
-        """Load a raw memory image (``.zst``: zstd-compressed) into a new block.
-
-        The bytes go straight from the file (or the zstd decoder) into shared
-        memory with ``readinto``; no full copy is made in Python.
-        """
-        name = _check_name(name)
-        page_size = _check_page_size(page_size)
-        path = os.fspath(path)
-        try:
-            if str(path).endswith(".zst"):
-                return cls._from_zst(path, name, page_size)
-            return cls._from_raw(path, name, page_size)
-        except OSError as exc:
-            raise ConfigError(_KEY_IMAGE, f"{path}: cannot read image: {exc.strerror or exc}") from exc
-
-    @classmethod
-    def _image_size_ok(cls, path: str, size: int, page_size: int) -> int:
-        if size <= 0 or size % page_size:
-            raise ConfigError(
-                _KEY_IMAGE,
-                f"{path}: image size {size} is not a non-zero multiple of the page size {page_size}",
-            )
-        return size
-
-    @classmethod
-    def _from_raw(cls, path: str, name: str, page_size: int) -> "RamBlock":
-        with open(path, "rb", buffering=0) as f:
-            size = cls._image_size_ok(path, os.fstat(f.fileno()).st_size, page_size)
-            block = cls(name, size, page_size, SharedSegment.create(name, size), owner=True)
-            try:
-                got = _fill_from(f, block.buf)
-                if got != size:
-                    raise ConfigError(
-                        _KEY_IMAGE, f"{path}: image shrank while loading ({got} of {size} bytes)"
-                    )
-            except BaseException:
-                block.close()
-                raise
-        return block
-
-    @classmethod
-    def _from_zst(cls, path: str, name: str, page_size: int) -> "RamBlock":
-        import zstandard
-
-        def reader(f):
-            return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True, closefd=False)
-
-        try:
-            with open(path, "rb") as f:
-                header = f.read(18)  # ZSTD_FRAMEHEADERSIZE_MAX
-                try:
-                    hint = zstandard.get_frame_parameters(header).content_size
-                except zstandard.ZstdError:
-                    raise ConfigError(_KEY_IMAGE, f"{path}: not a zstd stream") from None
-                if hint in (0, zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR) or hint < 0:
-                    hint = None
-                if hint is not None:
-                    # Single-frame files carry the size: decompress once.
-                    size = cls._image_size_ok(path, hint, page_size)
-                    f.seek(0)
-                    block = cls(name, size, page_size, SharedSegment.create(name, size), owner=True)
-                    try:
-                        with reader(f) as r:
-                            got = _fill_from(r, block.buf)
-                            extra = r.read(1)
-                    except BaseException:
-                        block.close()
-                        raise
-                    if got == size and not extra:
-                        return block
-                    block.close()  # several frames: size from the first was a lie
-                # Size unknown: count once, then decompress into shared memory.
-                f.seek(0)
-                size = 0
-                with reader(f) as r:
-                    while chunk := r.read(_IMAGE_CHUNK // 4):
-                        size += len(chunk)
-                size = cls._image_size_ok(path, size, page_size)
-                f.seek(0)
-                block = cls(name, size, page_size, SharedSegment.create(name, size), owner=True)
-                try:
-                    with reader(f) as r:
-                        got = _fill_from(r, block.buf)
-                    if got != size:
-                        raise ConfigError(
-                            _KEY_IMAGE, f"{path}: image changed while loading ({got} of {size} bytes)"
-                        )
-                except BaseException:
-                    block.close()
-                    raise
-                return block
-        except zstandard.ZstdError as exc:
-            raise ConfigError(_KEY_IMAGE, f"{path}: bad zstd data: {exc}") from exc
 
     # -- access -----------------------------------------------------------
 
@@ -550,16 +448,3 @@ class RamBlock:
             f"({self.segment.name}, {role}, {state})>"
         )
 
-
-def _fill_from(f, buf: memoryview) -> int:
-    """readinto() ``buf`` from ``f`` until it is full or the stream ends; bytes read."""
-    total = len(buf)
-    pos = 0
-    while pos < total:
-        end = min(total, pos + _IMAGE_CHUNK)
-        with buf[pos:end] as view:
-            n = f.readinto(view)
-        if not n:
-            break
-        pos += n
-    return pos

@@ -33,7 +33,7 @@ from engine.channels import ChannelSource
 from engine.methods import MethodParams
 from engine.ram import RamBlock
 from workers import codec
-from workers.jobs import JobSettings
+from workers.settings import JobSettings
 
 
 @dataclass(frozen=True)
@@ -278,10 +278,6 @@ class Receiver:
     def receive_round(self) -> int:
         """Read every channel up to its next SYNC, in parallel; packets read."""
         return sum(self._on_every_channel(ChannelReader.read_until_sync))
-
-    def receive_to_end(self) -> int:
-        """Read every channel to its end (streams written earlier)."""
-        return sum(self._on_every_channel(ChannelReader.read_to_end))
 
     def _on_every_channel(self, step: Callable[[ChannelReader], int]) -> list[int]:
         futures = [self._pool.submit(step, r) for r in self.readers]

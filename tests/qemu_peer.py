@@ -42,9 +42,32 @@ class QemuBuild:
         return self.name.split("-")[0]
 
 
+def qpl_library_dir() -> Path | None:
+    """A folder whose ``libqpl.so.1`` loads: the build's own, or links to its real file.
+
+    A copy of the build folder may hold ``libqpl.so.1`` as a short text file
+    naming its target instead of the symlink it was.
+    """
+    real = QPL_BUILD.resolve() / "libqpl.so.1.6.0"
+    if not real.is_file():
+        return None
+    if (QPL_BUILD / "libqpl.so.1").stat().st_size > 4096:
+        return QPL_BUILD.resolve()
+    links = Path(tempfile.gettempdir()) / f"mfd-qpl-lib-{os.getuid()}"
+    links.mkdir(exist_ok=True)
+    link = links / "libqpl.so.1"
+    if not link.exists():
+        tmp = links / f"libqpl.so.1.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(real)
+        os.replace(tmp, link)
+    return links
+
+
 def peers() -> dict[str, QemuBuild]:
     system = shutil.which("qemu-system-x86_64")
     qpl = QPL_BUILD.resolve() / "qemu-system-x86_64"
+    qpl_libs = qpl_library_dir()
     return {
         "7.2": QemuBuild("7.2", Path(system or "qemu-system-x86_64"),
                          missing="" if system else "qemu-system-x86_64 not installed "
@@ -52,8 +75,8 @@ def peers() -> dict[str, QemuBuild]:
         "10.0": QemuBuild("10.0", BACKPORTS_BUILD,
                           missing="" if BACKPORTS_BUILD.is_file() else
                           f"QEMU 10.0 not found at {BACKPORTS_BUILD} (.ci/run installs it)"),
-        "10.0-qpl": QemuBuild("10.0-qpl", qpl, {"LD_LIBRARY_PATH": str(qpl.parent)},
-                              missing="" if qpl.is_file() else
+        "10.0-qpl": QemuBuild("10.0-qpl", qpl, {"LD_LIBRARY_PATH": str(qpl_libs)},
+                              missing="" if qpl.is_file() and qpl_libs else
                               f"QEMU 10.0 with QPL not found at {qpl} (../shared/tools)"),
     }
 
@@ -100,15 +123,24 @@ class QemuPeer:
 
     def _connect(self, timeout: float) -> Qmp:
         deadline = time.monotonic() + timeout
-        while True:
+        while not os.path.exists(self.qmp_path):
             if self.process.poll() is not None:
                 raise RuntimeError(f"QEMU {self.build.name} exited {self.process.returncode}: {self.log()}")
-            try:
-                return Qmp(self.qmp_path, timeout=max(deadline - time.monotonic(), 0.5))
-            except Exception:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.05)
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"QEMU {self.build.name} made no QMP socket in {timeout:g} s")
+            time.sleep(0.02)
+        return Qmp(self.qmp_path, timeout=max(deadline - time.monotonic(), 1.0))
+
+    def release_qmp(self) -> None:
+        """Close our QMP connection: QEMU serves one monitor client at a time."""
+        if self.qmp is not None:
+            self.qmp.close()
+            self.qmp = None
+
+    def reconnect_qmp(self, timeout: float = 10.0) -> Qmp:
+        self.release_qmp()
+        self.qmp = self._connect(timeout)
+        return self.qmp
 
     def log(self) -> str:
         try:

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from engine.cli import EXIT_INPUT, EXIT_OK, EXIT_USAGE, main
+from engine.cli import main
+from engine.exit_codes import EXIT_INPUT, EXIT_OK, EXIT_USAGE
 
 pytestmark = pytest.mark.usefixtures("no_shm_leak")
 

@@ -279,7 +279,7 @@ def test_qpl_recv_rejects(rng, sw, page_size):
     def check(payload, name, page, *, untouched=True):
         dest = bytearray(sentinel)
         exc = reject(sw, payload, pages, dest, page_size)
-        assert exc.name == name and exc.status == codec.STATUS[name]
+        assert exc.name == name and exc.status == getattr(lib, name)
         assert exc.page == page and exc.reason
         if untouched:  # table rejected: no destination page written
             assert dest == sentinel
@@ -557,7 +557,9 @@ def test_hardware_more_output_is_raw_not_error(rng, sw):
 
 
 def _import_codec_with(prelude: str) -> subprocess.CompletedProcess:
-    code = prelude + "\nimport workers.codec\n"
+    # NativeBuildError is an ImportError: an importer can catch it as one
+    code = (prelude + "\ntry:\n    import workers.codec\nexcept ImportError as exc:\n"
+            "    raise SystemExit(f'ImportError ({type(exc).__name__}): {exc}')\n")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=pathlib.Path(__file__).resolve().parent.parent)
 
@@ -597,3 +599,13 @@ def test_recv_mutated_payloads_never_crash(rng, sw):
             outcomes.add(exc.name)
         assert dest[len(block):] == bytes(64)  # nothing past the block
     assert len(outcomes) > 2
+
+
+def test_settings_that_disagree_with_the_c_constants_refuse_the_import():
+    script = ("import workers.settings as s; s.BUSY_POLICIES['retry'] = 9; "
+              "import workers.codec")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    assert "NativeBuildError" in result.stderr
+    assert "BUSY_POLICIES['retry'] (MFD_BUSY_RETRY) = 9 but the C constant is 1" in result.stderr

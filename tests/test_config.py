@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Config, load_config, parse_size
+from engine import methods
+from engine.config import Config, MigrationSettings, load_config
+from engine.units import parse_size
 from engine.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +56,28 @@ def test_bad_config_names_the_key(data, key, words):
         Config.from_dict(data)
     assert caught.value.key.startswith(key)
     assert words in str(caught.value)
+
+
+LEVELLED = [name for name in methods.names() if methods.get(name).levels is not None]
+
+
+@pytest.mark.parametrize("name", LEVELLED)
+def test_a_method_with_levels_has_its_level_key(name):
+    method = methods.get(name)
+    assert getattr(MigrationSettings(), f"{name}_level") == method.default_level
+    top = method.levels.stop - 1
+    config = Config.from_dict({"migration": {"method": name, f"{name}_level": top}})
+    assert config.migration.method_level == top
+    with pytest.raises(ConfigError) as caught:
+        Config.from_dict({"migration": {f"{name}_level": top + 1}})
+    assert caught.value.key == f"migration.{name}_level"
+    assert f"multifd-{name}-level" in str(caught.value)
+
+
+def test_methods_without_levels_have_no_method_level():
+    for name in methods.names():
+        if methods.get(name).levels is None:
+            assert Config.from_dict({"migration": {"method": name}}).migration.method_level is None
 
 
 def test_sizes():

@@ -16,7 +16,8 @@ import pytest
 from engine.config import Config
 from engine.errors import ConfigError
 from workers import codec
-from workers.jobs import JobSettings, PageJobs
+from workers.jobs import PageJobs
+from workers.settings import JobSettings
 
 SETTINGS = tuple(codec.COMPRESSION_SETTINGS)
 

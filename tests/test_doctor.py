@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from engine.cli import main
-from engine.commands.doctor_cmd import QplState, qpl_path
+from engine.commands.doctor_cmd import qpl_path
 from workers.workqueue.discovery import discover
+from workers.workqueue.qpl import IaaProbe
 
 
 def fake_host(tmp_path, devices: dict[str, str], wqs: dict[str, dict[str, str]],
@@ -62,9 +63,9 @@ def test_discovery_without_the_bus_or_devices(tmp_path):
 def test_qpl_path_for_each_accelerator(tmp_path):
     sysfs, dev = fake_host(tmp_path, {"iax1": "enabled"}, {"wq1.0": {}}, ("wq1.0",))
     topology = discover(sysfs, dev)
-    missing = QplState(None, "libqpl.so.1: cannot open shared object file", None)
-    no_hw = QplState("1.6.0", "/opt/libqpl.so.1", 503)
-    good = QplState("1.6.0", "/opt/libqpl.so.1", 0)
+    missing = IaaProbe(None, "libqpl.so.1: cannot open shared object file", None)
+    no_hw = IaaProbe("1.6.0", "/opt/libqpl.so.1", 503)
+    good = IaaProbe("1.6.0", "/opt/libqpl.so.1", 0)
     assert qpl_path("auto", good, topology)[0] == "iaa"
     assert qpl_path("iaa", good, topology)[0] == "iaa"
     way, why = qpl_path("auto", missing, topology)

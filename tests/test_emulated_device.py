@@ -15,12 +15,13 @@ import pytest
 from engine import Engine, Receiver, run_batch
 from engine.channels import MemoryChannel
 from engine.config import Config
-from engine.errors import AcceleratorError, DecompressError
+from engine.errors import AcceleratorError, CodecError, DecompressError
 from engine.ram import RamBlock
 from engine.workloads import PageMix, fill_guest_memory
 from workers import codec
-from workers.jobs import JobSettings, PageJobs
-from workers.workqueue.emulated import EmulatedDevice, EmulatorSettings, FaultSettings
+from workers.jobs import PageJobs
+from workers.settings import EmulatorSettings, FaultSettings, JobSettings
+from workers.workqueue.emulated import EmulatedDevice
 
 pytestmark = pytest.mark.usefixtures("no_shm_leak")
 
@@ -273,3 +274,23 @@ def test_a_killed_worker_is_replaced_on_the_shared_device(blocks):
         counters = engine.coordinator.channel_counters()
         assert sum(c.get("restarts", 0) for c in counters) == 1
         assert {c["accelerator"] for c in counters} == {"emulated"}
+
+
+def test_a_foreign_work_queue_is_refused_not_cast():
+    """mfd_emu_queue_map checks the queue's kind before it reads an emulator client."""
+    software = codec.SoftwareQueue()
+    try:
+        with pytest.raises(CodecError) as caught:
+            codec.map_emulated_segment(software, "mfd-not-a-device-queue", bytearray(4096))
+        assert codec.status_name(caught.value.status) == "MFD_E_WRONG_QUEUE"
+        assert "another kind" in str(caught.value)
+        # the software queue is untouched and still runs jobs
+        jobs = codec.JobArray(1)
+        page = bytes(range(256)) * 16
+        slot = bytearray(4 + 4096)
+        size, _ = codec.qpl_send_packet(jobs, software, software, max_retries=0,
+                                        busy_policy="fallback", block=page, page_size=4096,
+                                        pages=np.array([0], dtype=np.uint64), slot=slot)
+        assert 4 < size < 4 + 4096
+    finally:
+        software.close()

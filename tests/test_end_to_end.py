@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from engine import Engine, Receiver, run_batch
+from engine import Engine, Receiver, methods, run_batch, wire
 from engine.channels import MemoryChannel
 from engine.config import Config
 from engine.inspection import inspect_channels
@@ -28,7 +28,7 @@ def small_config(**sections) -> Config:
     return Config.from_dict(data)
 
 
-@pytest.mark.parametrize("method", ["none", "qpl"])
+@pytest.mark.parametrize("method", methods.names())   # a new method is tested here unasked
 @pytest.mark.parametrize("channels", [1, 2])
 def test_rounds_verify_byte_for_byte(method, channels):
     report = run_batch(small_config(migration={"method": method, "channels": channels}))
@@ -43,12 +43,14 @@ def test_rounds_verify_byte_for_byte(method, channels):
     assert len(report.send_channels) == channels
     if channels == 2:
         assert all(c["packets"] > 0 for c in report.send_channels)
-    if method == "qpl":
+    if methods.get(method).page_length_table:
         assert totals["raw_pages"] > 0                  # incompressible pages went raw
         assert totals["compressed_pages"] + totals["raw_pages"] == totals["normal_pages"]
-        assert totals["ratio"] > 2.0
-    else:
+        assert report.page_sizes["per_page"] is True
+    if methods.get(method).flag == wire.FLAG_NOCOMP:
         assert totals["payload_bytes"] == totals["normal_pages"] * 4096
+    else:
+        assert totals["ratio"] > 2.0
 
 
 def test_old_qemu_peer_gets_no_zero_pages():

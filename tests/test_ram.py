@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 import zstandard
 
-from engine.errors import ConfigError, EngineError
+from engine.batch import make_source_block
+from engine.config import Config
+from engine.errors import ConfigError, EngineError, ImageError, RamBlockError
 from engine.ram import SHM_DIR, RamBlock, RamBlockSpec, SharedSegment
+from engine.workloads import load_image
 
 PAGE = 4096
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,28 +103,39 @@ def test_segment_attach_larger_than_file_fails():
 
 
 @pytest.mark.parametrize(
-    "name, size, page_size, key, text",
+    "name, size, page_size, part, text",
     [
-        ("", PAGE, PAGE, "workload.block", "empty"),
-        ("a\0b", PAGE, PAGE, "workload.block", "NUL"),
-        ("x" * 256, PAGE, PAGE, "workload.block", "256"),
-        ("é" * 128, PAGE, PAGE, "workload.block", "256"),  # 256 UTF-8 bytes
-        ("pc.ram", 0, PAGE, "workload.size", "0"),
-        ("pc.ram", -PAGE, PAGE, "workload.size", str(-PAGE)),
-        ("pc.ram", PAGE + 1, PAGE, "workload.size", str(PAGE + 1)),
-        ("pc.ram", PAGE, 3000, "migration.page_size", "3000"),
-        ("pc.ram", PAGE, 256, "migration.page_size", "256"),
-        ("pc.ram", 1 << 18, 1 << 17, "migration.page_size", str(1 << 17)),
-        ("pc.ram", PAGE, 4096.0, "migration.page_size", "4096.0"),
+        ("", PAGE, PAGE, "name", "empty"),
+        ("a\0b", PAGE, PAGE, "name", "NUL"),
+        ("x" * 256, PAGE, PAGE, "name", "256"),
+        ("é" * 128, PAGE, PAGE, "name", "256"),  # 256 UTF-8 bytes
+        ("pc.ram", 0, PAGE, "size", "0"),
+        ("pc.ram", -PAGE, PAGE, "size", str(-PAGE)),
+        ("pc.ram", PAGE + 1, PAGE, "size", str(PAGE + 1)),
+        ("pc.ram", PAGE, 3000, "page_size", "3000"),
+        ("pc.ram", PAGE, 256, "page_size", "256"),
+        ("pc.ram", 1 << 18, 1 << 17, "page_size", str(1 << 17)),
+        ("pc.ram", PAGE, 4096.0, "page_size", "4096.0"),
     ],
 )
-def test_bad_parameters_are_config_errors(name, size, page_size, key, text):
+def test_bad_parameters_are_ram_block_errors(name, size, page_size, part, text):
     before = ours()
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(RamBlockError) as info:
         RamBlock.create(name, size, page_size)
-    assert info.value.key == key
+    assert info.value.part == part
     assert text in str(info.value)
     assert ours() == before
+
+
+def test_the_config_layer_names_the_key_of_a_bad_block(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        make_source_block(Config.from_dict({"workload": {"block": "a\0b", "size": "64KiB"}}))
+    assert info.value.key == "workload.block" and "NUL" in str(info.value)
+    odd = tmp_path / "odd.ram"
+    odd.write_bytes(b"\x01" * (PAGE + 1))
+    with pytest.raises(ConfigError) as info:
+        make_source_block(Config.from_dict({"workload": {"source": "image", "image": str(odd)}}))
+    assert info.value.key == "workload.image" and str(odd) in str(info.value)
 
 
 def test_longest_name_and_page_size_limits_ok():
@@ -160,7 +174,7 @@ def test_spec_round_trips_through_msgpack():
         assert RamBlockSpec.from_dict(msgpack.unpackb(wire, raw=True)) == spec
         with pytest.raises(ValueError):
             RamBlockSpec.from_dict({"name": "pc.ram"})
-        with pytest.raises(ConfigError):
+        with pytest.raises(RamBlockError):
             RamBlockSpec.from_dict({**spec.as_dict(), "page_size": 1000})
 
 
@@ -256,19 +270,19 @@ def _image_bytes(pages: int) -> bytes:
     return data.tobytes()
 
 
-def test_from_image_raw_round_trip(tmp_path):
+def test_load_image_raw_round_trip(tmp_path):
     data = _image_bytes(16)
     path = tmp_path / "guest.ram"
     path.write_bytes(data)
-    with RamBlock.from_image(path) as block:
+    with load_image(path) as block:
         assert block.name == "pc.ram" and block.size == len(data) and block.pages == 16
         assert bytes(block.buf) == data
-    with RamBlock.from_image(str(path), name="ram1", page_size=1024) as block:
+    with load_image(str(path), name="ram1", page_size=1024) as block:
         assert block.name == "ram1" and block.pages == 64
         assert bytes(block.buf) == data
 
 
-def test_from_image_zst_round_trip(tmp_path):
+def test_load_image_zst_round_trip(tmp_path):
     data = _image_bytes(16)
     single = tmp_path / "guest.ram.zst"  # content size in the frame header
     single.write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
@@ -280,37 +294,36 @@ def test_from_image_zst_round_trip(tmp_path):
     cctx = zstandard.ZstdCompressor()
     frames.write_bytes(cctx.compress(data[: 4 * PAGE]) + cctx.compress(data[4 * PAGE :]))
     for path in (single, streamed, frames):
-        with RamBlock.from_image(path) as block:
+        with load_image(path) as block:
             assert block.size == len(data), path
             assert bytes(block.buf) == data, path
 
 
 @pytest.mark.parametrize("suffix", ["", ".zst"])
 @pytest.mark.parametrize("size", [0, PAGE + 100])
-def test_from_image_bad_size_names_path(tmp_path, suffix, size):
+def test_load_image_bad_size_names_path(tmp_path, suffix, size):
     path = tmp_path / f"odd.ram{suffix}"
     data = b"\x01" * size
     path.write_bytes(zstandard.ZstdCompressor().compress(data) if suffix else data)
     before = ours()
-    with pytest.raises(ConfigError) as info:
-        RamBlock.from_image(path)
-    assert str(path) in str(info.value)
-    assert info.value.key == "workload.image"
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    assert str(path) in str(info.value) and info.value.path == str(path)
     assert ours() == before
 
 
-def test_from_image_missing_or_corrupt(tmp_path):
-    with pytest.raises(ConfigError, match="nope.ram"):
-        RamBlock.from_image(tmp_path / "nope.ram")
+def test_load_image_missing_or_corrupt(tmp_path):
+    with pytest.raises(ImageError, match="nope.ram"):
+        load_image(tmp_path / "nope.ram")
     bad = tmp_path / "bad.ram.zst"
     bad.write_bytes(b"this is not zstd at all" * 10)
     before = ours()
-    with pytest.raises(ConfigError, match="bad.ram.zst"):
-        RamBlock.from_image(bad)
+    with pytest.raises(ImageError, match="bad.ram.zst"):
+        load_image(bad)
     truncated = tmp_path / "cut.ram.zst"
     truncated.write_bytes(zstandard.ZstdCompressor().compress(_image_bytes(4))[:-40])
-    with pytest.raises(ConfigError, match="cut.ram.zst"):
-        RamBlock.from_image(truncated)
+    with pytest.raises(ImageError, match="cut.ram.zst"):
+        load_image(truncated)
     assert ours() == before
 
 
@@ -322,10 +335,10 @@ def test_no_mfd_segments_left_behind(tmp_path):
     image = tmp_path / "g.ram"
     image.write_bytes(_image_bytes(4))
     blocks = [RamBlock.create(f"b{i}", 4 * PAGE, PAGE) for i in range(5)]
-    blocks.append(RamBlock.from_image(image))
+    blocks.append(load_image(image))
     assert len(ours() - before) == 6
     attached = [RamBlock.attach(b.spec()) for b in blocks]
-    with pytest.raises(ConfigError):
+    with pytest.raises(RamBlockError):
         RamBlock.create("bad", 4 * PAGE + 1, PAGE)
     for b in attached + blocks:
         b.close()

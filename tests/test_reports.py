@@ -13,11 +13,12 @@ import pytest
 
 from engine import errors, wire
 from engine.batch import run_batch
-from engine.cli import EXIT_INPUT, EXIT_OK, EXIT_USAGE, main
+from engine.cli import main
+from engine.exit_codes import EXIT_INPUT, EXIT_OK, EXIT_USAGE
 from engine.commands.progress import ProgressLine
 from engine.config import Config
 from engine.net.migration import ReceiveReport
-from engine.report.page_sizes import BUCKETS, histogram_counts, packet_histogram
+from engine.report.page_sizes import BUCKETS, PageSizeHistogram
 from engine.report.run import Report
 from engine.report.schema import SCHEMA, SCHEMA_VERSION, load_report, validate
 from engine.report.timeline import FIELDS, PacketTimeline
@@ -90,13 +91,17 @@ def test_stream_methods_have_no_per_page_sizes(zstd_report):
     assert "no per-page sizes" in zstd_report.format_text(2)
 
 
-def test_packet_histogram_buckets_lengths_and_raw_pages():
+def test_page_size_histogram_buckets_length_tables_and_raw_pages():
     page_size = 4096
     lengths = np.array([1, 127, 128, 4095, 4096, 4096], dtype=">u4")
-    counts = histogram_counts(packet_histogram(lengths.tobytes(), len(lengths), page_size))
-    assert len(counts) == BUCKETS + 1
-    assert counts[0] == 2 and counts[1] == 1 and counts[BUCKETS - 1] == 1 and counts[BUCKETS] == 2
-    assert sum(counts) == 6
+    histogram = PageSizeHistogram(page_size)
+    histogram.add(memoryview(lengths.tobytes() + b"page bytes follow"), len(lengths))
+    histogram.add(memoryview(lengths[:1].tobytes()), 1)
+    sizes = histogram.as_dict()
+    counts = sizes["compressed"] + [sizes["raw"]]
+    assert len(counts) == BUCKETS + 1 and sizes["per_page"] is True
+    assert counts[0] == 3 and counts[1] == 1 and counts[BUCKETS - 1] == 1 and counts[BUCKETS] == 2
+    assert sum(counts) == 7
 
 
 def test_timeline_memory_is_bounded_and_coarsening_keeps_the_sums():

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import errors, wire
+from engine import errors, methods, wire
 from engine.net import control
-from engine.cli import EXIT_OK, EXIT_PEER, main
+from engine.cli import main
+from engine.exit_codes import EXIT_OK, EXIT_PEER
 from engine.config import Config, load_config
 from engine.inspection import inspect_channels
 from engine.net.migration import receive_migration, send_migration
@@ -74,7 +75,7 @@ class ReceiverThread:
 
 # ------------------------------------------------------------- the happy path
 
-@pytest.mark.parametrize("method", ["none", "zlib", "zstd", "qpl"])
+@pytest.mark.parametrize("method", methods.names())
 def test_data_channels_carry_qemu_bytes(tmp_path, method):
     """What arrives on each socket is a QEMU channel: inspect decodes it to the image."""
     image = tmp_path / "guest.ram"

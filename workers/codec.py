@@ -1,8 +1,11 @@
 """The Python face of the native page codec (``workers._native``).
 
-This is the only module that imports the cffi extension.  Every call here
-is one C call per packet (cffi releases the GIL around it); there are no
-per-page Python loops.
+This is the only module that imports the cffi extension: the work queues
+of the emulated device and of libqpl (``workers.workqueue``) go through it
+too.  Every call here is one C call per packet (cffi releases the GIL
+around it); there are no per-page Python loops.  At import it checks that
+the vocabularies of ``workers.settings`` (which the config reads without
+the extension) equal the C constants.
 
 Buffers (RAM blocks, slots, payloads) may be anything exporting the buffer
 protocol: ``mmap``, ``memoryview``, ``bytearray``, ``bytes`` (read-only
@@ -27,12 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import CodecError
+from engine.errors import AcceleratorError, CodecError, NativeBuildError
+from workers.settings import (BUSY_POLICIES, COMPRESSION_SETTINGS, EmulatorSettings,
+                              FaultSettings)
 
 try:
     from workers._native import ffi, lib
 except ImportError as exc:  # not built, or built for another Python
-    raise ImportError(
+    raise NativeBuildError(
         "the native page codec workers._native cannot be imported "
         f"({exc}); build it with `pip install -e .` from the repository root"
     ) from exc
@@ -53,7 +58,7 @@ def _expected_version() -> str:
 _BUILT_VERSION = ffi.string(lib.mfd_package_version()).decode("ascii", "replace")
 _PACKAGE_VERSION = _expected_version()
 if _BUILT_VERSION != _PACKAGE_VERSION:
-    raise ImportError(
+    raise NativeBuildError(
         f"workers._native was built for multifd-engine {_BUILT_VERSION!r} but the "
         f"package is {_PACKAGE_VERSION!r}: a stale in-tree build of the native codec "
         f"({getattr(lib, '__file__', 'workers/_native*.so')}); rebuild it with "
@@ -62,44 +67,68 @@ if _BUILT_VERSION != _PACKAGE_VERSION:
 
 
 # ---------------------------------------------------------------------------
-# statuses
+# the settings vocabularies are the C constants
 
-_STATUS_NAMES = (
-    "MFD_OK", "MFD_BEING_PROCESSED", "MFD_MORE_OUTPUT", "MFD_BUSY", "MFD_NOT_SUBMITTED",
-    "MFD_E_PARAM", "MFD_E_NOMEM", "MFD_E_PAYLOAD_SHORT", "MFD_E_LEN_ZERO",
-    "MFD_E_LEN_TOO_BIG", "MFD_E_LEN_SUM", "MFD_E_INFLATE", "MFD_E_INFLATE_SIZE",
-    "MFD_E_TRAILING", "MFD_E_DEFLATE", "MFD_E_HW", "MFD_E_PAGE_RANGE",
-    "MFD_E_STREAM_END", "MFD_E_DEVICE",
-)
-STATUS: dict[str, int] = {name: int(getattr(lib, name)) for name in _STATUS_NAMES}
-_NAME_OF: dict[int, str] = {code: name for name, code in STATUS.items()}
+def _settings_mismatches() -> list[str]:
+    """What differs between workers.settings and the C headers."""
+    wanted = {**{f"COMPRESSION_SETTINGS[{k!r}] (MFD_SETTING_{k.upper()})": (v, f"MFD_SETTING_{k.upper()}")
+                 for k, v in COMPRESSION_SETTINGS.items()},
+              **{f"BUSY_POLICIES[{k!r}] (MFD_BUSY_{k.upper()})": (v, f"MFD_BUSY_{k.upper()}")
+                 for k, v in BUSY_POLICIES.items()}}
+    out = [f"{what} = {value} but the C constant is {getattr(lib, const, 'missing')}"
+           for what, (value, const) in wanted.items() if getattr(lib, const, None) != value]
+    emulator = {f.name for f in dataclasses.fields(EmulatorSettings) if f.name != "faults"}
+    faults = {f.name for f in dataclasses.fields(FaultSettings)}
+    c_fields = {name for name, _ in ffi.typeof("mfd_emu_config").fields} - {"clients", "page_count"}
+    if emulator | faults != c_fields:
+        out.append(f"EmulatorSettings/FaultSettings fields {sorted(emulator | faults)} are not "
+                   f"mfd_emu_config's {sorted(c_fields)}")
+    return out
 
-_REASONS: dict[str, str] = {
-    "MFD_E_PAYLOAD_SHORT": "payload is not longer than its length table (next_packet_size <= 4 * normal_pages)",
-    "MFD_E_LEN_ZERO": "a page length is 0",
-    "MFD_E_LEN_TOO_BIG": "a page length is larger than the page size",
-    "MFD_E_LEN_SUM": "next_packet_size disagrees with the page lengths",
-    "MFD_E_INFLATE": "the page's DEFLATE stream is corrupt or truncated",
-    "MFD_E_INFLATE_SIZE": "the page did not decompress to exactly one page",
-    "MFD_E_TRAILING": "bytes left after the page's DEFLATE stream ended",
-    "MFD_E_PAGE_RANGE": "a page index lies outside its RAM block",
-    "MFD_E_HW": "the decompression job failed",
-    "MFD_E_DEVICE": "the work queue's device is gone or refused the job's buffers",
-    "MFD_E_STREAM_END": "the channel's compression stream ended inside the channel",
-}
-# statuses of a receive call that are the caller's or the machine's fault,
-# never the payload's; every other failure of a receive call is
-_NOT_INPUT_FAULTS = frozenset(STATUS[name] for name in (
-    "MFD_BEING_PROCESSED", "MFD_BUSY", "MFD_NOT_SUBMITTED",
-    "MFD_E_PARAM", "MFD_E_NOMEM", "MFD_E_DEFLATE", "MFD_E_DEVICE",
-))
+
+if _mismatches := _settings_mismatches():
+    raise NativeBuildError("workers.settings does not match the C headers of workers._native: "
+                      + "; ".join(_mismatches))
+
+
+# ---------------------------------------------------------------------------
+# statuses: the one table is native/status.c
+
+def _status_info(status: int) -> Any:
+    info = lib.mfd_status_lookup(int(status))
+    return None if info == ffi.NULL else info
 
 
 def status_name(status: int) -> str:
-    """``MFD_*`` name of a status code (``status <n>`` for a device's own code)."""
+    """``MFD_*`` or ``QPL_STS_*`` name of a status code (``status <n>`` if the table lacks it)."""
+    info = _status_info(status)
+    if info is not None:
+        return ffi.string(info.name).decode()
     if status >= lib.MFD_QPL_STATUS_BASE:
         return f"QPL status {status - lib.MFD_QPL_STATUS_BASE}"
-    return _NAME_OF.get(status, f"status {status}")
+    return f"status {status}"
+
+
+def status_reason(status: int) -> str:
+    """What a status means, for people ("" when its name says it or it is unknown)."""
+    info = _status_info(status)
+    return ffi.string(info.reason).decode() if info is not None else ""
+
+
+def qpl_status_text(status: int) -> str:
+    """A QPL status (libqpl's own number): ``"501 QPL_STS_INIT_LIBACCEL_NOT_FOUND (...)"``,
+    or the bare number when the table does not know it."""
+    info = _status_info(lib.MFD_QPL_STATUS_BASE + status)
+    if info is None:
+        return str(status)
+    reason = ffi.string(info.reason).decode()
+    return f"{status} {ffi.string(info.name).decode()}" + (f" ({reason})" if reason else "")
+
+
+def _blames_input(status: int) -> bool:
+    """Is a failed receive call the payload's fault (not the caller's or the machine's)?"""
+    info = _status_info(status)
+    return info is None or bool(info.blames_input)
 
 
 class PageIndexError(CodecError, ValueError):
@@ -119,7 +148,7 @@ class PayloadRejected(Exception):
         self.status = status
         self.name = status_name(status)
         self.page = page
-        self.reason = reason or _REASONS.get(self.name, f"decompression failed ({self.name})")
+        self.reason = reason or status_reason(status) or f"decompression failed ({self.name})"
         super().__init__(f"{self.name} at page {page}: {self.reason}")
 
 
@@ -127,19 +156,15 @@ def _check(status: int, what: str) -> None:
     """Raise the typed error for a non-OK status of a trusted-side call."""
     if status == lib.MFD_OK:
         return
-    name = status_name(status)
     cls = PageIndexError if status == lib.MFD_E_PAGE_RANGE else CodecError
-    err = cls(f"{what}: {name} ({status})")
-    err.status = status  # type: ignore[attr-defined]
-    err.status_name = name  # type: ignore[attr-defined]
-    raise err
+    raise cls(f"{what}: {status_name(status)} ({status})", status=status)
 
 
 def _check_untrusted(status: int, what: str, page: int) -> None:
     """Like ``_check`` for a receive call: input faults are PayloadRejected."""
     if status == lib.MFD_OK:
         return
-    if status in _NOT_INPUT_FAULTS:
+    if not _blames_input(status):
         _check(status, what)
     raise PayloadRejected(status, page)
 
@@ -215,21 +240,15 @@ def _first_out_of_range(pages: np.ndarray, block_len: int, page_size: int) -> in
 def codec_name() -> str:
     """The deflate library of each direction of this build, e.g.
     ``"isal 2.30 (compress) / libdeflate 1.14 (decompress)"``."""
-    return ffi.string(lib.mfd_codec_name()).decode()
+    compress = ffi.string(lib.mfd_deflater_library()).decode()
+    decompress = ffi.string(lib.mfd_inflater_library()).decode()
+    return f"{compress} (compress) / {decompress} (decompress)"
 
 
 def codec_libraries() -> tuple[str, str]:
     """(compress, decompress) library names of this build, e.g. ``("isal", "libdeflate")``."""
     compress, decompress = codec_name().split(" / ")
     return compress.split()[0], decompress.split()[0]
-
-
-# migration.compression: what the software path optimises for; both stay in
-# the qpl wire format (raw DEFLATE, 4 KiB window, output below a page)
-COMPRESSION_SETTINGS: dict[str, int] = {
-    "fast": int(lib.MFD_SETTING_FAST),          # static Huffman codes, as IAA by default
-    "balanced": int(lib.MFD_SETTING_BALANCED),  # level 1: a Huffman code fitted to each page
-}
 
 
 def raw_compress_pages(block: Any, page_size: int, pages: np.ndarray, *,
@@ -247,11 +266,6 @@ def raw_compress_pages(block: Any, page_size: int, pages: np.ndarray, *,
                                             page_size, cpages, n, out_bytes)
     _check(status, "raw_compress_pages")
     return int(out_bytes[0])
-
-
-def package_version() -> str:
-    """The package version baked into the native build."""
-    return _BUILT_VERSION
 
 
 def find_zero_pages(block: Any, page_size: int, pages: np.ndarray,
@@ -318,11 +332,14 @@ class JobArray:
 class SoftwareQueue:
     """The software work queue: raw DEFLATE (4 KiB window) run in submit.
 
+    This is what QPL's software path does, so the per-packet loop is the
+    same for software and hardware; a software queue never answers busy.
     ``handle`` is the ``mfd_workqueue *``.  One queue per thread: it owns one
     compressor and one decompressor (``codec_name()``) that every job
     reuses.  ``level`` is a ``COMPRESSION_SETTINGS`` value.
     """
 
+    name = "software"
     is_hardware = False
 
     def __init__(self, level: int = 1) -> None:
@@ -373,10 +390,7 @@ class PacketStats:
 
 _STATS_FIELDS = tuple(f.name for f in dataclasses.fields(PacketStats))
 if _STATS_FIELDS != tuple(name for name, _ in ffi.typeof("mfd_packet_stats").fields):
-    raise ImportError("PacketStats does not match mfd_packet_stats in pagecodec.h")
-
-_BUSY_POLICIES = {"fallback": lib.MFD_BUSY_FALLBACK, "retry": lib.MFD_BUSY_RETRY}
-
+    raise NativeBuildError("PacketStats does not match mfd_packet_stats in pagecodec.h")
 
 def qpl_send_packet(jobs: JobArray, wq: Any, fallback: Any, *, max_retries: int,
                     busy_policy: str, block: Any, page_size: int, pages: np.ndarray,
@@ -393,9 +407,9 @@ def qpl_send_packet(jobs: JobArray, wq: Any, fallback: Any, *, max_retries: int,
     """
     page_size = _page_size(page_size)
     try:
-        policy = _BUSY_POLICIES[busy_policy]
+        policy = BUSY_POLICIES[busy_policy]
     except KeyError:
-        raise ValueError(f"busy_policy {busy_policy!r} not in {tuple(_BUSY_POLICIES)}") from None
+        raise ValueError(f"busy_policy {busy_policy!r} not in {tuple(BUSY_POLICIES)}") from None
     arr, n = _pages_array(pages)
     stats = ffi.new("mfd_packet_stats *")
     if n == 0:
@@ -618,7 +632,7 @@ class ZlibStream:
         if status == lib.MFD_E_PAGE_RANGE:
             page = _first_out_of_range(arr, block_len, page_size)
         reason = _ZLIB_REASONS.get(status_name(status))
-        if status in _NOT_INPUT_FAULTS:
+        if not _blames_input(status):
             _check(status, "zlib_recv_packet")
         raise PayloadRejected(status, page, reason)
 
@@ -629,3 +643,138 @@ _ZLIB_REASONS = {
     "MFD_E_TRAILING": "input left over after the packet's last page",
     "MFD_E_STREAM_END": "the channel's zlib stream ended (never happens in a QEMU channel)",
 }
+
+
+def strict_inflate(data: Any, cap: int) -> bytes:
+    """Inflate one raw-DEFLATE stream as IAA does: no distance beyond 4 KiB.
+
+    The emulated device's decoder (``native/strict_inflate.c``) on its own;
+    ``PayloadRejected`` for a corrupt, truncated or too-far-reaching
+    stream, more than ``cap`` bytes of output, or input left over.
+    """
+    cap = _u32(cap, "cap")
+    out = ffi.new("uint8_t[]", max(cap, 1))
+    out_len = ffi.new("uint32_t *")
+    with _rbuf(data) as src:
+        status = lib.mfd_strict_inflate(src, len(src), out, cap, out_len)
+    _check_untrusted(status, "strict_inflate", 0)
+    return bytes(ffi.buffer(out, out_len[0]))
+
+
+def release(handle: Any) -> None:
+    """Free a native object (a device, a queue, libqpl) now, not when it is collected."""
+    ffi.release(handle)
+
+
+# ---------------------------------------------------------------------------
+# the emulated IAA device (native/iaa_emulator.c); workers.workqueue.emulated
+# owns its lifecycle and its work queues
+
+EMULATOR_COUNTERS = tuple(name for name, _ in ffi.typeof("mfd_emu_counters").fields)
+
+
+def _emulator_config(settings: EmulatorSettings, clients: int, page_count: int) -> Any:
+    cfg = ffi.new("mfd_emu_config *")
+    for f in dataclasses.fields(EmulatorSettings):
+        if f.name != "faults":
+            setattr(cfg, f.name, getattr(settings, f.name))
+    for f in dataclasses.fields(FaultSettings):
+        setattr(cfg, f.name, getattr(settings.faults, f.name))
+    cfg.clients = clients
+    cfg.page_count = page_count
+    return cfg
+
+
+def emulator_control_size(settings: EmulatorSettings, clients: int, page_count: int) -> int:
+    """Bytes the control segment of such a device needs; 0: the settings are unusable."""
+    return int(lib.mfd_emu_control_size(_emulator_config(settings, clients, page_count)))
+
+
+def start_emulator(segment: str, settings: EmulatorSettings, clients: int, page_count: int) -> Any:
+    """Start a device whose control segment is /dev/shm/``segment``; its handle.
+
+    ``stop_emulator`` stops it and frees the handle.
+    """
+    out = ffi.new("mfd_emu_device **")
+    status = lib.mfd_emu_device_start(segment.encode(), _emulator_config(settings, clients, page_count),
+                                      out)
+    if status != lib.MFD_OK:
+        raise CodecError(f"cannot start the emulated IAA device: {status_name(status)}", status=status)
+    return out[0]
+
+
+def stop_emulator(device: Any) -> None:
+    """Stop a device's engines (jobs still queued fail) and free it."""
+    lib.mfd_emu_device_stop(device)
+
+
+def emulator_counters(device: Any) -> dict[str, int]:
+    """What the device did and injected so far."""
+    snap = ffi.new("mfd_emu_counters *")
+    lib.mfd_emu_device_counters(device, snap)
+    return {name: int(getattr(snap, name)) for name in EMULATOR_COUNTERS}
+
+
+def open_emulated_queue(segment: str, page_count: int) -> Any:
+    """A work queue (``mfd_workqueue *``) on the device of control segment ``segment``.
+
+    The attach is the hardware probe: a refusal (the device's injected
+    init status, no room, no device) is an ``AcceleratorError``.
+    """
+    status = ffi.new("int *")
+    ptr = lib.mfd_emu_queue_new(segment.encode(), int(page_count), status)
+    if ptr == ffi.NULL:
+        code = int(status[0])
+        raise AcceleratorError(f"emulated IAA device {segment!r} refused a work queue: "
+                               f"{status_name(code)}", status=code)
+    return ffi.gc(ptr, lib.mfd_emu_queue_free)
+
+
+def map_emulated_segment(queue: Any, name: str, buf: Any) -> None:
+    """Tell an emulated device's queue that segment ``name`` is mapped here as ``buf``.
+
+    A queue of another kind is refused by the C side (``MFD_E_WRONG_QUEUE``).
+    """
+    # only the address range is kept: the queue compares job pointers
+    # with it and never reads through it (the device maps by name)
+    with ffi.from_buffer("uint8_t[]", buf) as ptr:
+        base, length = int(ffi.cast("uintptr_t", ptr)), len(ptr)
+    status = lib.mfd_emu_queue_map(_wq(queue), name.encode(), base, length)
+    if status != lib.MFD_OK:
+        raise CodecError(f"cannot register segment {name} with the emulated device: "
+                         f"{status_name(status)}: {status_reason(status)}", status=status)
+
+
+# ---------------------------------------------------------------------------
+# libqpl, loaded at run time (native/qpl_shim.c); workers.workqueue.qpl
+# chooses where from
+
+def qpl_open(path: str) -> Any:
+    """libqpl loaded from ``path``; ``AcceleratorError`` saying why it cannot be."""
+    err = ffi.new("char[]", 512)
+    handle = lib.mfd_qpl_open(path.encode(), err, 512)
+    if handle == ffi.NULL:
+        raise AcceleratorError(ffi.string(err).decode(errors="replace"))
+    return ffi.gc(handle, lib.mfd_qpl_close)
+
+
+def qpl_version(library: Any) -> str:
+    """qpl_get_library_version() of a loaded libqpl, e.g. ``"1.6.0"``."""
+    return ffi.string(lib.mfd_qpl_version(library)).decode()
+
+
+def qpl_probe_hardware(library: Any) -> int:
+    """QPL status of initialising one hardware job (0: IAA is usable)."""
+    return int(lib.mfd_qpl_probe_hardware(library))
+
+
+def open_qpl_queue(library: Any, *, hardware: bool, page_count: int) -> Any:
+    """``page_count`` hardware jobs (IAA), or QPL's one software job, as a work queue."""
+    status = ffi.new("int *")
+    path = lib.MFD_QPL_PATH_HARDWARE if hardware else lib.MFD_QPL_PATH_SOFTWARE
+    ptr = lib.mfd_qpl_queue_new(library, path, int(page_count), status)
+    if ptr == ffi.NULL:
+        kind = "hardware" if hardware else "software"
+        raise CodecError(f"libqpl {qpl_version(library)}: cannot set up {page_count} {kind} "
+                         f"job(s): {qpl_status_text(int(status[0]))}", status=int(status[0]))
+    return ffi.gc(ptr, lib.mfd_qpl_queue_free)

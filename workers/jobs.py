@@ -8,25 +8,13 @@ accelerator, and one software job that is always there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
 
 from workers import codec
+from workers.settings import BUSY_POLICIES, JobSettings
 from workers.workqueue import WorkQueue, open_work_queues
-
-BUSY_POLICIES = ("fallback", "retry")
-
-
-@dataclass
-class JobSettings:
-    accelerator: str = "software"
-    max_submit_retries: int = 3
-    busy_policy: str = "fallback"
-    level: int = 1
-    device: str = ""         # emulated: the device's control segment ("" = a private device)
-    qpl_library: str = ""    # iaa/auto: where libqpl is ("" = $MFD_QPL_LIBRARY, then the search path)
 
 
 class PageJobs:
@@ -34,7 +22,7 @@ class PageJobs:
 
     def __init__(self, page_count: int, settings: JobSettings) -> None:
         if settings.busy_policy not in BUSY_POLICIES:
-            raise ValueError(f"busy_policy {settings.busy_policy!r} not in {BUSY_POLICIES}")
+            raise ValueError(f"busy_policy {settings.busy_policy!r} not in {tuple(BUSY_POLICIES)}")
         self.settings = settings
         self.jobs = codec.JobArray(page_count)
         try:

@@ -34,7 +34,7 @@ from engine import methods
 from engine.methods import MethodParams
 from engine.ram import RamBlock, RamBlockSpec, SharedSegment
 from workers import codec
-from workers.jobs import JobSettings
+from workers.settings import JobSettings
 from workers.messages import Bye, Failure, Ready, Result, Shutdown, Task, unpack
 
 
@@ -70,20 +70,9 @@ class _Worker:
         params = MethodParams(spec.worker_id, spec.page_size, JobSettings(**spec.jobs),
                               level=spec.method_level)
         self.state = self.method.send_setup(params)
-        jobs = getattr(self.state, "jobs", None)
-        if hasattr(jobs, "map_shared_memory"):
-            # a device-backed queue reaches pages and slots by segment name
-            jobs.map_shared_memory([(b.segment.name, b.buf) for b in self.blocks]
-                                   + [(self.slots.name, self.slots.buf)])
-
-    @property
-    def accelerator(self) -> str:
-        # methods without page jobs (none) run no work queue at all
-        return getattr(getattr(self.state, "jobs", None), "path", "none")
-
-    @property
-    def path_reason(self) -> str:
-        return getattr(getattr(self.state, "jobs", None), "path_reason", "")
+        # a device-backed work queue reaches pages and slots by segment name
+        self.method.map_shared_memory(self.state, [(b.segment.name, b.buf) for b in self.blocks]
+                                      + [(self.slots.name, self.slots.buf)])
 
     def handle(self, task: Task) -> Result:
         spec = self.spec
@@ -136,8 +125,8 @@ def main(conn: Any, spec_dict: dict) -> None:
         conn.send_bytes(_failure(spec.worker_id, None, "setup", exc))
         return
     try:
-        conn.send_bytes(Ready(spec.worker_id, os.getpid(), worker.accelerator,
-                                 worker.path_reason).pack())
+        conn.send_bytes(Ready(spec.worker_id, os.getpid(),
+                              *worker.method.send_path(worker.state)).pack())
         _serve(conn, worker)
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass  # the coordinator went away or the user interrupted: just clean up

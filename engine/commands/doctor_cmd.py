@@ -10,10 +10,14 @@ then says for every method which path its pages take with the config's
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engine.commands.config_argument import add_config_argument, config_from, config_path
+from engine.exit_codes import EXIT_OK, EXIT_USAGE
 from workers.workqueue.discovery import DEV_ROOT, SYSFS_ROOT, Topology, discover
+
+if TYPE_CHECKING:
+    from workers.workqueue.qpl import IaaProbe
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,39 +32,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=main)
 
 
-@dataclass(frozen=True)
-class QplState:
-    """libqpl as a worker would find it."""
-
-    version: str | None          # None: not usable
-    detail: str                  # where it is, or why not
-    probe: int | None            # QPL status of the hardware probe (0 = IAA usable)
-
-
-def _qpl_state(qpl_library: str) -> QplState:
-    from engine.errors import AcceleratorError
-    from workers.workqueue.qpl import QplLibrary
-
-    try:
-        library = QplLibrary(qpl_library)
-    except AcceleratorError as exc:
-        return QplState(None, str(exc), None)
-    return QplState(library.version, library.path, library.probe_hardware())
-
-
-def qpl_path(accelerator: str, qpl: QplState, topology: Topology) -> tuple[str, str]:
+def qpl_path(accelerator: str, qpl: IaaProbe, topology: Topology) -> tuple[str, str]:
     """(path, why) the qpl method's pages take with ``accelerator``."""
-    from workers.workqueue.qpl import qpl_status_text
-
     if accelerator == "software":
         return "software", "migration.accelerator = \"software\""
     if accelerator == "emulated":
         return "emulated", "the emulated IAA device ([emulator]), software when a page stays busy"
     if qpl.version is None:
         why = qpl.detail
-    elif qpl.probe != 0:
-        why = (f"libqpl {qpl.version} loads but its hardware probe fails with "
-               f"{qpl_status_text(qpl.probe)}; {topology.summary()}")
+    elif not qpl.usable:
+        why = f"{qpl.problem()}; {topology.summary()}"
     else:
         return "iaa", (f"libqpl {qpl.version} and IAA: page_count hardware jobs per worker, "
                        "QPL's software job when the queue stays busy")
@@ -86,19 +67,19 @@ def _device_lines(topology: Topology) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     from engine import methods
     from engine.batch import engine_version
-    from engine.cli import EXIT_OK, EXIT_USAGE
     from engine.devices import uses_work_queue
     from workers import codec
+    from workers.codec import qpl_status_text
+    from workers.workqueue.qpl import probe_iaa
 
     config = config_from(args)
     m = config.migration
     qpl_library = args.qpl_library if args.qpl_library is not None else m.qpl_library
     topology = discover(args.sysfs, args.dev)
-    qpl = _qpl_state(qpl_library)
+    qpl = probe_iaa(qpl_library)
     if qpl.version is None:
         libqpl = f"not usable: {qpl.detail}"
     else:
-        from workers.workqueue.qpl import qpl_status_text
         probe = "passed" if qpl.probe == 0 else f"failed with {qpl_status_text(qpl.probe)}"
         libqpl = f"{qpl.version} ({qpl.detail}); hardware probe {probe}"
     lines = [f"multifd-engine {engine_version()} doctor", "",
@@ -110,10 +91,8 @@ def main(args: argparse.Namespace) -> int:
         if uses_work_queue(name):
             way, why = qpl_path(m.accelerator, qpl, topology)
             failed |= way == "error"
-        elif name == "none":
-            way, why = "copy", "no compression: pages are copied"
         else:
-            way, why = "software", "one compression stream per channel on the CPU"
+            way, why = methods.get(name).cpu_path
         lines.append(f"  {name:<5} {way:<9} {why}")
     print("\n".join(lines))
     return EXIT_USAGE if failed else EXIT_OK

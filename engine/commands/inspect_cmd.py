@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from engine import errors, methods
+from engine.exit_codes import EXIT_OK, EXIT_VERIFY
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +22,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine.cli import EXIT_OK, EXIT_VERIFY
     from engine.inspection import inspect_channels
 
     for f in args.files + ([args.image] if args.image else []):

@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine.cli import EXIT_OK
+    from engine.exit_codes import EXIT_OK
     from engine.relay.session import relay_migration
 
     config = config_from(args)

@@ -7,6 +7,7 @@ import sys
 from contextlib import contextmanager
 
 from engine.errors import ReportError
+from engine.exit_codes import EXIT_OK, EXIT_USAGE
 
 PLOT_HINT = "plotting needs matplotlib: pip install 'multifd-engine[plot]'"
 
@@ -22,7 +23,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine.cli import EXIT_OK, EXIT_USAGE
     from engine.report.schema import load_report
     from engine.report.table import all_rows, format_comparison, format_details
 

@@ -9,6 +9,7 @@ from engine.commands import verbosity
 from engine.commands.config_argument import add_config_argument, config_from
 from engine.commands.progress import ProgressLine
 from engine.report.run import QUIET
+from engine.exit_codes import EXIT_OK, EXIT_VERIFY
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +22,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from engine.batch import run_batch
-    from engine.cli import EXIT_OK, EXIT_VERIFY
 
     config = config_from(args)
     progress = ProgressLine(sys.stderr, config.run.rounds, enabled=args.verbosity > QUIET)

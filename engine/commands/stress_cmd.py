@@ -9,6 +9,7 @@ from typing import TextIO
 
 from engine.commands import verbosity
 from engine.commands.config_argument import add_config_argument, config_from
+from engine.exit_codes import EXIT_ENGINE, EXIT_OK, EXIT_VERIFY
 from engine.report.run import NORMAL, QUIET, VERBOSE
 
 
@@ -74,10 +75,9 @@ def _text(summary, level: int) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine.cli import EXIT_ENGINE, EXIT_OK, EXIT_VERIFY
     from engine.errors import ConfigError
     from engine.stress.runner import StressRun
-    from engine.stress.settings import parse_duration
+    from engine.units import parse_duration
 
     config = config_from(args)
     if args.workers is not None:

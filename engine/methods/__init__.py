@@ -28,25 +28,54 @@ Hook contract (what ``Method`` implementations must do):
 ``recv_cleanup(state)``
     Free what recv_setup allocated.
 
-``resumable`` (optional attribute, default False)
+``map_shared_memory(state, segments)``
+    Called once per worker after ``send_setup``, with the (name, view)
+    pairs of its RAM blocks and output slots.  A method whose work queue
+    is a device that reaches pages by segment name maps them here.
+``send_path(state)``
+    ``(path, reason)``: where this worker's pages go (``"iaa"``,
+    ``"emulated"``, ``"software"``; ``"none"`` without a work queue), for
+    the report.
+
+Attributes every method has (``Method`` gives the defaults):
+
+``resumable`` (False)
     True when a fresh ``send_setup`` can take over a channel in the middle
     of a migration: nothing carries from one packet to the next.  The
     coordinator replaces a dead worker only then; a per-channel stream
     (zlib, zstd) died with its worker, and the receiver's half of it
     cannot follow a new one.
+``uses_work_queue`` (False)
+    Its pages run on ``PageJobs`` and so on an accelerator: IAA, the
+    emulated device or software.  The Engine starts the emulated device
+    and checks ``accelerator = "iaa"`` only for these.
+``levels``, ``default_level`` (None)
+    The compression levels QEMU accepts for it (``multifd-<name>-level``)
+    and its default; the config key ``migration.<name>_level`` sets one.
+``page_length_table`` (False)
+    Its payload starts with one big-endian u32 length per normal page;
+    the report's page-size histogram is made from that table.
+``cpu_path``
+    ``(path, reason)`` doctor shows for a method without a work queue.
 
-Registration is explicit and refuses a duplicate name or flag.
+Adding a method is one new module here (plus its C loop): the module
+subclasses ``Method`` and ends with ``register(TheMethod())``, as each of
+QEMU's multifd-*.c files registers its ops; importing ``engine.methods``
+imports every module of the package.  Registration refuses a duplicate
+name or flag.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from engine import wire
-from workers.jobs import JobSettings
+from workers.settings import JobSettings
 
 
 @dataclass(frozen=True)
@@ -63,22 +92,50 @@ class MethodParams:
         return wire.page_count_for(self.page_size)
 
 
-class Method(Protocol):
+class Method:
+    """The hooks every method implements and the attributes it may override."""
+
     name: str
     flag: int
+    resumable: bool = False
+    uses_work_queue: bool = False
+    levels: range | None = None
+    default_level: int | None = None
+    page_length_table: bool = False
+    cpu_path: tuple[str, str] = ("software", "one compression stream per channel on the CPU")
 
     def slot_size(self, page_size: int) -> int:
         """Bytes of output slot one packet's payload may need."""
+        raise NotImplementedError
 
     def max_payload(self, normal_pages: int, page_size: int) -> int:
         """Largest next_packet_size a receiver accepts for that many pages."""
+        raise NotImplementedError
 
-    def send_setup(self, params: MethodParams) -> Any: ...
-    def send_prepare(self, state: Any, block: Any, pages: np.ndarray, slot: memoryview) -> tuple[int, dict[str, int]]: ...
-    def send_cleanup(self, state: Any) -> None: ...
-    def recv_setup(self, params: MethodParams) -> Any: ...
-    def recv(self, state: Any, header: wire.PacketHeader, payload: memoryview, block: Any) -> None: ...
-    def recv_cleanup(self, state: Any) -> None: ...
+    def send_setup(self, params: MethodParams) -> Any:
+        raise NotImplementedError
+
+    def send_prepare(self, state: Any, block: Any, pages: np.ndarray,
+                     slot: memoryview) -> tuple[int, dict[str, int]]:
+        raise NotImplementedError
+
+    def send_cleanup(self, state: Any) -> None:
+        raise NotImplementedError
+
+    def recv_setup(self, params: MethodParams) -> Any:
+        raise NotImplementedError
+
+    def recv(self, state: Any, header: wire.PacketHeader, payload: memoryview, block: Any) -> None:
+        raise NotImplementedError
+
+    def recv_cleanup(self, state: Any) -> None:
+        raise NotImplementedError
+
+    def map_shared_memory(self, state: Any, segments: list[tuple[str, memoryview]]) -> None:
+        pass
+
+    def send_path(self, state: Any) -> tuple[str, str]:
+        return "none", ""
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -103,7 +160,8 @@ def get(name: str) -> Method:
 
 
 def names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    """Every method, in flag order (QEMU's MultiFDCompression order)."""
+    return tuple(sorted(_REGISTRY, key=lambda name: _REGISTRY[name].flag))
 
 
 def by_flag(flag: int) -> Method | None:
@@ -111,10 +169,10 @@ def by_flag(flag: int) -> Method | None:
     return next((m for m in _REGISTRY.values() if m.flag == flag), None)
 
 
-from engine.methods import nocomp as _nocomp, qpl as _qpl  # noqa: E402
-from engine.methods import zlib as _zlib, zstd as _zstd  # noqa: E402
+def _load_every_method() -> None:
+    """Import every module of this package; a method's module registers it on import."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
-register(_nocomp.NOCOMP)
-register(_zlib.ZLIB)
-register(_zstd.ZSTD)
-register(_qpl.QPL)
+
+_load_every_method()

@@ -8,14 +8,15 @@ from typing import Any
 import numpy as np
 
 from engine import errors, wire
+from engine.methods import Method, register
 from engine.methods.payload_errors import wire_error
-from workers import codec
 
 
-class NoComp:
+class NoComp(Method):
     name = "none"
     flag = wire.FLAG_NOCOMP
     resumable = True            # nothing carries from packet to packet
+    cpu_path = ("copy", "no compression: pages are copied")
 
     def slot_size(self, page_size: int) -> int:
         return wire.page_count_for(page_size) * page_size
@@ -27,6 +28,8 @@ class NoComp:
         return params
 
     def send_prepare(self, state: Any, block: Any, pages: np.ndarray, slot: memoryview) -> tuple[int, dict[str, int]]:
+        from workers import codec  # the native build: only where a hook runs it
+
         size = codec.none_send_packet(block.buf, state.page_size, pages, slot)
         return size, {"normal_pages": len(pages), "raw_pages": len(pages)}
 
@@ -37,6 +40,8 @@ class NoComp:
         return params
 
     def recv(self, state: Any, header: wire.PacketHeader, payload: memoryview, block: Any) -> None:
+        from workers import codec
+
         expected = header.normal_pages * state.page_size
         if header.next_packet_size != expected:
             raise errors.BadPayloadSize(
@@ -53,4 +58,4 @@ class NoComp:
         pass
 
 
-NOCOMP = NoComp()
+register(NoComp())

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from engine import errors, wire
-from workers.codec import PayloadRejected
+
+if TYPE_CHECKING:
+    from workers.codec import PayloadRejected
 
 _SIZE_STATUSES = {"MFD_E_PAYLOAD_SHORT", "MFD_E_LEN_ZERO", "MFD_E_LEN_TOO_BIG", "MFD_E_LEN_SUM"}
 

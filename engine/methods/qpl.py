@@ -14,24 +14,25 @@ from typing import Any
 import numpy as np
 
 from engine import wire
+from engine.methods import Method, register
 from engine.methods.payload_errors import wire_error
-from engine.report.page_sizes import STATS_KEY, packet_histogram
-from workers import codec
-from workers.jobs import PageJobs
 
 
 class _State:
     def __init__(self, params: Any) -> None:
+        from workers.jobs import PageJobs  # the native build: only where a hook runs it
+
         self.channel = params.channel
         self.page_size = params.page_size
         self.jobs = PageJobs(params.page_count, params.jobs)
 
 
-class Qpl:
+class Qpl(Method):
     name = "qpl"
     flag = wire.FLAG_QPL
     uses_work_queue = True      # its pages run on PageJobs: IAA, the emulated device or software
     resumable = True            # every page is its own stream
+    page_length_table = True    # spec §4.4: the payload starts with the pages' lengths
 
     def slot_size(self, page_size: int) -> int:
         n = wire.page_count_for(page_size)
@@ -47,9 +48,13 @@ class Qpl:
         if len(pages) == 0:
             return 0, {}
         size, stats = state.jobs.compress(block.buf, state.page_size, pages, slot)
-        out = stats.as_dict()
-        out[STATS_KEY] = packet_histogram(slot, len(pages), state.page_size)  # from the length table
-        return size, out
+        return size, stats.as_dict()
+
+    def map_shared_memory(self, state: _State, segments: list[tuple[str, memoryview]]) -> None:
+        state.jobs.map_shared_memory(segments)
+
+    def send_path(self, state: _State) -> tuple[str, str]:
+        return state.jobs.path, state.jobs.path_reason
 
     def send_cleanup(self, state: _State) -> None:
         state.jobs.close()
@@ -58,13 +63,15 @@ class Qpl:
         return _State(params)
 
     def recv(self, state: _State, header: wire.PacketHeader, payload: memoryview, block: Any) -> None:
+        from workers.codec import PayloadRejected
+
         try:
             state.jobs.decompress(payload, header.normal, block.buf, state.page_size)
-        except codec.PayloadRejected as exc:
+        except PayloadRejected as exc:
             raise wire_error(exc, state.channel, header, state.page_size) from None
 
     def recv_cleanup(self, state: _State) -> None:
         state.jobs.close()
 
 
-QPL = Qpl()
+register(Qpl())

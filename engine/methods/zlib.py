@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from engine import wire
+from engine.methods import Method, register
 from engine.methods.payload_errors import wire_error
-from workers import codec
 
 # QEMU's receive buffer; no packet of 512 KiB of pages may claim more
 RECV_BUFFER = 1 << 20
@@ -35,13 +35,13 @@ def compress_bound(size: int) -> int:
 
 
 class _State:
-    def __init__(self, params: Any, stream: codec.ZlibStream) -> None:
+    def __init__(self, params: Any, stream: Any) -> None:
         self.channel = params.channel
         self.page_size = params.page_size
         self.stream = stream
 
 
-class Zlib:
+class Zlib(Method):
     name = "zlib"
     flag = wire.FLAG_ZLIB
     default_level = 1
@@ -55,8 +55,10 @@ class Zlib:
         return min(compress_bound(normal_pages * page_size), RECV_BUFFER)
 
     def send_setup(self, params: Any) -> _State:
+        from workers.codec import ZlibStream  # the native build: only where a hook runs it
+
         level = self.default_level if params.level is None else params.level
-        return _State(params, codec.ZlibStream.deflater(level))
+        return _State(params, ZlibStream.deflater(level))
 
     def send_prepare(self, state: _State, block: Any, pages: np.ndarray, slot: memoryview) -> tuple[int, dict[str, int]]:
         if len(pages) == 0:
@@ -69,16 +71,20 @@ class Zlib:
         state.stream.close()
 
     def recv_setup(self, params: Any) -> _State:
-        return _State(params, codec.ZlibStream.inflater())
+        from workers.codec import ZlibStream
+
+        return _State(params, ZlibStream.inflater())
 
     def recv(self, state: _State, header: wire.PacketHeader, payload: memoryview, block: Any) -> None:
+        from workers.codec import PayloadRejected
+
         try:
             state.stream.recv_packet(payload, header.normal, block.buf, state.page_size)
-        except codec.PayloadRejected as exc:
+        except PayloadRejected as exc:
             raise wire_error(exc, state.channel, header, state.page_size) from None
 
     def recv_cleanup(self, state: _State) -> None:
         state.stream.close()
 
 
-ZLIB = Zlib()
+register(Zlib())

@@ -6,7 +6,8 @@ offset order and flushed (``ZSTD_e_flush``) at the end of the packet; the
 frame is never ended, so its header starts the channel's first payload and
 no content size or end mark ever follows.  The library is python-zstandard;
 it takes the packet's pages gathered into one buffer (a C copy), which gives
-the same bytes as QEMU's page-by-page feeding (the tests check it).
+the same bytes as QEMU's page-by-page feeding (the tests check it), and
+writes its output through a writer straight into the packet's slot.
 
 The receiver keeps one decompression stream per channel, refuses a payload
 larger than ``ZSTD_compressBound(normal_pages * page_size)`` before reading
@@ -25,8 +26,8 @@ import numpy as np
 import zstandard
 
 from engine import errors, wire
+from engine.methods import Method, register
 from engine.methods.payload_errors import wire_error
-from workers import codec
 
 RECV_BUFFER = 1 << 20
 # QEMU accepts levels 0..20; level 20 uses a 32 MiB window (log 25), so a
@@ -44,22 +45,26 @@ class _Overflow(Exception):
     """The stream produced more than the packet's pages."""
 
 
-class _Stage:
-    """Where one packet's decompressed pages gather before they are placed."""
+class _BoundedWriter:
+    """The file the library writes to: bytes go straight into ``target``, up to ``limit``.
 
-    def __init__(self, size: int) -> None:
-        self.view = memoryview(bytearray(size))
+    The sender points it at the packet's output slot, the receiver at the
+    stage where one packet's decompressed pages gather before they are placed.
+    """
+
+    def __init__(self) -> None:
+        self.target = memoryview(b"")
         self.limit = 0
         self.pos = 0
 
-    def start(self, limit: int) -> None:
-        self.limit, self.pos = limit, 0
+    def start(self, target: memoryview, limit: int) -> None:
+        self.target, self.limit, self.pos = target, limit, 0
 
     def write(self, data: bytes) -> int:
         end = self.pos + len(data)
         if end > self.limit:
             raise _Overflow
-        self.view[self.pos:end] = data
+        self.target[self.pos:end] = data
         self.pos = end
         return len(data)
 
@@ -67,15 +72,18 @@ class _Stage:
 class _SendState:
     def __init__(self, params: Any, level: int) -> None:
         self.page_size = params.page_size
-        self.stream = zstandard.ZstdCompressor(level=level).compressobj()
-        self.stage = memoryview(bytearray(params.page_count * params.page_size))
+        self.pages = memoryview(bytearray(params.page_count * params.page_size))
+        self.out = _BoundedWriter()
+        self.stream = zstandard.ZstdCompressor(level=level).stream_writer(
+            self.out, write_size=zstandard.COMPRESSION_RECOMMENDED_OUTPUT_SIZE, closefd=False)
 
 
 class _RecvState:
     def __init__(self, params: Any) -> None:
         self.channel = params.channel
         self.page_size = params.page_size
-        self.stage = _Stage(params.page_count * params.page_size)
+        self.pages = memoryview(bytearray(params.page_count * params.page_size))
+        self.stage = _BoundedWriter()
         # write_size above a whole packet: when the input runs out, output
         # can only be left inside the library if this buffer filled, i.e.
         # the packet already produced too much
@@ -83,7 +91,7 @@ class _RecvState:
             self.stage, write_size=params.page_count * params.page_size + 1)
 
 
-class Zstd:
+class Zstd(Method):
     name = "zstd"
     flag = wire.FLAG_ZSTD
     default_level = 1
@@ -103,16 +111,17 @@ class Zstd:
         n = len(pages)
         if n == 0:
             return 0, {}   # the stream is not touched, as QEMU skips compression
-        size = codec.none_send_packet(block.buf, state.page_size, pages, state.stage)
-        body = state.stream.compress(state.stage[:size])
-        tail = state.stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-        total = len(body) + len(tail)
+        from workers import codec  # the native build: only where a hook runs it
+
+        size = codec.none_send_packet(block.buf, state.page_size, pages, state.pages)
         limit = min(len(slot), self.max_payload(n, state.page_size))
-        if total > limit:
-            raise errors.CodecError(f"zstd payload of {total} bytes for {n} pages exceeds {limit}")
-        slot[:len(body)] = body
-        slot[len(body):total] = tail
-        return total, {"normal_pages": n, "compressed_pages": n}
+        state.out.start(slot, limit)
+        try:
+            state.stream.write(state.pages[:size])
+            state.stream.flush(zstandard.FLUSH_BLOCK)
+        except _Overflow:
+            raise errors.CodecError(f"zstd payload for {n} pages exceeds {limit} bytes") from None
+        return state.out.pos, {"normal_pages": n, "compressed_pages": n}
 
     def send_cleanup(self, state: _SendState) -> None:
         state.stream = None
@@ -121,11 +130,13 @@ class Zstd:
         return _RecvState(params)
 
     def recv(self, state: _RecvState, header: wire.PacketHeader, payload: memoryview, block: Any) -> None:
+        from workers import codec
+
         if state.stream is None:
             self._fail(state, header, "payload", "the channel's zstd stream failed on an earlier packet")
         expected = header.normal_pages * state.page_size
         stage = state.stage
-        stage.start(expected)
+        stage.start(state.pages, expected)
         try:
             state.stream.write(payload)
         except _Overflow:
@@ -138,7 +149,7 @@ class Zstd:
             self._fail(state, header, f"page[{page}]", "the payload ended inside this page "
                        f"(short output: {stage.pos} of {expected} bytes)")
         try:
-            codec.none_recv_packet(stage.view[:expected], header.normal, block.buf, state.page_size)
+            codec.none_recv_packet(state.pages[:expected], header.normal, block.buf, state.page_size)
         except codec.PayloadRejected as exc:
             raise wire_error(exc, state.channel, header, state.page_size) from None
 
@@ -151,4 +162,4 @@ class Zstd:
         state.stream = None
 
 
-ZSTD = Zstd()
+register(Zstd())

@@ -17,27 +17,49 @@ from typing import Any
 from engine.qemu.errors import QmpError
 
 
+class _Reset(Exception):
+    """The monitor reset a fresh connection (it was still dropping the last client)."""
+
+
 class Qmp:
     """One QMP connection on a unix socket.  A context manager."""
 
     def __init__(self, path: str, *, timeout: float = 10.0) -> None:
         self.path = path
         self.timeout = timeout
-        self._buffer = b""
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._connect(path, timeout)
-            greeting = self._message(time.monotonic() + timeout)
-            if "QMP" not in greeting:
-                raise QmpError(f"no QMP greeting on {path}: {str(greeting)[:80]}")
-            self.version = greeting["QMP"].get("version", {}).get("qemu", {})
-            self.execute("qmp_capabilities")
-        except BaseException:
-            self._sock.close()
-            raise
-
-    def _connect(self, path: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        while True:
+            self._buffer = b""
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self._open(deadline)
+                return
+            except _Reset:
+                # QEMU serves one client: while it drops the previous one it
+                # may reset a new connection; try again until the deadline
+                self._sock.close()
+                if time.monotonic() >= deadline:
+                    raise QmpError(f"QMP at {path} kept resetting the connection") from None
+                time.sleep(0.05)
+            except BaseException:
+                self._sock.close()
+                raise
+
+    def _open(self, deadline: float) -> None:
+        self._connect(self.path, deadline)
+        try:
+            greeting = self._message(deadline)
+        except QmpError as exc:
+            if "reset by peer" in str(exc):
+                raise _Reset() from None
+            raise
+        if "QMP" not in greeting:
+            raise QmpError(f"no QMP greeting on {self.path}: {str(greeting)[:80]}")
+        self.version = greeting["QMP"].get("version", {}).get("qemu", {})
+        self.execute("qmp_capabilities")
+
+    def _connect(self, path: str, deadline: float) -> None:
+        timeout = self.timeout
         while True:
             try:
                 self._sock.settimeout(max(deadline - time.monotonic(), 0.001))
@@ -59,31 +81,33 @@ class Qmp:
         request: dict[str, Any] = {"execute": command}
         if arguments:
             request["arguments"] = arguments
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
         try:
             self._sock.settimeout(max(deadline - time.monotonic(), 0.001))
             self._sock.sendall(json.dumps(request).encode() + b"\n")
         except OSError as exc:
-            raise QmpError(f"QMP {command}: cannot send ({exc.strerror or exc})") from None
+            raise QmpError(f"{command}: cannot send ({exc.strerror or exc})") from None
         while True:
-            reply = self._message(deadline, command)
+            reply = self._message(deadline, command, limit)
             if "error" in reply:
-                raise QmpError(f"QMP {command}: {reply['error'].get('desc', reply['error'])}")
+                raise QmpError(f"{command}: {reply['error'].get('desc', reply['error'])}")
             if "return" in reply:
                 return reply["return"]
 
-    def _message(self, deadline: float, command: str = "greeting") -> dict[str, Any]:
+    def _message(self, deadline: float, command: str = "greeting",
+                 limit: float | None = None) -> dict[str, Any]:
         """The next reply or greeting; events are skipped."""
         while True:
-            message = self._line(deadline, command)
+            message = self._line(deadline, command, self.timeout if limit is None else limit)
             if "event" not in message:
                 return message
 
-    def _line(self, deadline: float, command: str) -> dict[str, Any]:
+    def _line(self, deadline: float, command: str, limit: float) -> dict[str, Any]:
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise QmpError(f"QMP {command}: no answer within {self.timeout:g} s "
+                raise QmpError(f"{command}: no answer within {limit:g} s "
                                "(QEMU busy or hung)")
             self._sock.settimeout(left)
             try:
@@ -91,17 +115,17 @@ class Qmp:
             except (TimeoutError, socket.timeout):
                 continue
             except OSError as exc:
-                raise QmpError(f"QMP {command}: {exc.strerror or exc}") from None
+                raise QmpError(f"{command}: {exc.strerror or exc}") from None
             if not data:
-                raise QmpError(f"QMP {command}: QEMU closed the monitor (it exited?)")
+                raise QmpError(f"{command}: QEMU closed the monitor (it exited?)")
             self._buffer += data
         line, self._buffer = self._buffer.split(b"\n", 1)
         try:
             message = json.loads(line)
         except ValueError:
-            raise QmpError(f"QMP {command}: not JSON: {line[:80]!r}") from None
+            raise QmpError(f"{command}: not JSON: {line[:80]!r}") from None
         if not isinstance(message, dict):
-            raise QmpError(f"QMP {command}: not a JSON object: {line[:80]!r}")
+            raise QmpError(f"{command}: not a JSON object: {line[:80]!r}")
         return message
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ from engine.channels import ChannelSource
 from engine.methods import MethodParams
 from engine.ram import RamBlock
 from engine.relay import device_state
-from workers.jobs import JobSettings
+from workers.settings import JobSettings
 
 _COPY_CHUNK = 1 << 20   # device-state data is copied through in pieces of this size
 

@@ -34,8 +34,8 @@ import time
 from contextlib import ExitStack
 from typing import Callable
 
-from engine import errors, wire
-from engine.config import Config
+from engine import errors, methods, wire
+from engine.config import Config, level_of
 from engine.devices import receive_jobs, send_jobs
 from engine.net.transport import Address, Listener, TcpSink, TcpSource, connect
 from engine.relay.main_channel import MainChannelForwarder
@@ -211,7 +211,7 @@ class RelaySession:
 
         recv_jobs, _ = receive_jobs(with_method(r.incoming_method), stack, r.channels)
         jobs, _ = send_jobs(with_method(r.outgoing_method), stack, r.channels)
-        level = {"zlib": m.zlib_level, "zstd": m.zstd_level}.get(r.outgoing_method)
+        level = level_of(m, methods.get(r.outgoing_method))
         return TranslatorSettings(
             r.incoming_method, r.outgoing_method, page_size=m.page_size, compat=m.compat,
             channels=r.channels, recv_jobs=recv_jobs, send_jobs=jobs, method_level=level,

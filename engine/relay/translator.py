@@ -31,7 +31,7 @@ from engine.channels import ChannelSink, ChannelSource
 from engine.coordinator import Coordinator, CoordinatorSettings
 from engine.ram import RamBlock
 from engine.relay.incoming import DevicePacket, IncomingChannel, IncomingCounters
-from workers.jobs import JobSettings
+from workers.settings import JobSettings
 
 
 @dataclass(frozen=True)

@@ -59,10 +59,6 @@ class BoundedChannel:
         self.sink = _SinkEnd(self)
         self.source = _SourceEnd(self)
 
-    @property
-    def buffered(self) -> int:
-        return self._buffered
-
     # ---- writer side ----------------------------------------------------
 
     def write(self, *buffers) -> None:

@@ -17,7 +17,7 @@ from engine import methods, wire
 from engine.stress.channel_faults import PacketDamage
 from engine.config import Config
 from engine.workloads import PageMix
-from workers.workqueue import ACCELERATORS
+from workers.settings import ACCELERATORS
 
 _TAG_MIGRATION = 0x57E5
 _TAG_ROUND = 0x57E6
@@ -94,7 +94,8 @@ def plan_migration(config: Config, seed: int, index: int, rounds: int) -> Migrat
     rng = np.random.default_rng([_TAG_MIGRATION, seed, index])
     page_size = int(rng.choice(s.page_sizes))
     method = str(rng.choice(available_methods(config)))
-    accelerator = str(rng.choice(available_accelerators(config))) if method == "qpl" else "software"
+    accelerator = (str(rng.choice(available_accelerators(config)))
+                   if methods.get(method).uses_work_queue else "software")
     channels = config.migration.channel_count
     pages = config.workload.size // page_size
     plan = MigrationPlan(index, seed, rounds, int(rng.integers(1, 2**31)), page_size, method,

@@ -140,7 +140,7 @@ class StressRun:
                                          capacity=self.config.stress.channel_capacity,
                                          stall=t.stall_timeout, connect_timeout=t.connect_timeout)
         # a zlib or zstd stream dies with its worker: no kills where nothing can resume
-        resumable = getattr(methods.get(plan.method), "resumable", False)
+        resumable = methods.get(plan.method).resumable
         killer = WorkerKiller(self.config.stress.kill_rate if resumable else 0.0, plan.kill_seed)
         with ExitStack() as stack:
             stack.callback(channels.close)

@@ -6,17 +6,14 @@ per migration.  Empty ``methods`` / ``accelerators`` mean "all there are".
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 from engine import methods, wire
 from engine.stress.channel_faults import DAMAGE_KINDS
 from engine.errors import ConfigError
-from workers.workqueue import ACCELERATORS
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
-_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600}
+from engine.units import parse_duration, parse_size
+from workers.settings import ACCELERATORS
 
 
 @dataclass(frozen=True)
@@ -48,18 +45,6 @@ class StressSettings:
                 raise ConfigError(f"stress.{key}", f"unknown key; allowed: {', '.join(sorted(known))}")
         values = {key: _PARSERS[key](f"stress.{key}", value) for key, value in data.items()}
         return cls(**values)
-
-
-def parse_duration(key: str, value: Any) -> float:
-    """Seconds from a number or a string like "90s", "10m", "2h"; "" = 0."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    if value == "":
-        return 0.0
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if not match:
-        raise ConfigError(key, f"{value!r} is not a duration (seconds, or e.g. \"90s\", \"10m\", \"2h\")")
-    return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
 def _int(low: int, high: int):
@@ -129,8 +114,6 @@ def _one_of(allowed: tuple[str, ...]):
 
 
 def _capacity(key: str, value: Any) -> int:
-    from engine.config import parse_size   # engine.config imports this module
-
     size = parse_size(key, value)
     if not 64 << 10 <= size <= 1 << 30:
         raise ConfigError(key, f"must be 64KiB..1GiB, got {size} bytes")

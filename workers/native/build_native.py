@@ -5,7 +5,8 @@ setuptools runs this through setup.py's
 repository root; ``python workers/native/build_native.py`` builds the
 module in place (``workers/_native*.so``) for development.
 
-pagecodec.h is both the C header and the cdef.  The package version from
+The headers of MODULES are both the C headers and the cdef (their include
+guards dropped).  The package version from
 pyproject.toml is baked into the module (``mfd_package_version()``) so that
 ``workers.codec`` can refuse a stale in-tree build.
 """
@@ -13,6 +14,7 @@ pyproject.toml is baked into the module (``mfd_package_version()``) so that
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -24,13 +26,16 @@ import cffi
 
 NATIVE_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(NATIVE_DIR))
-HEADER = os.path.join(NATIVE_DIR, "pagecodec.h")
-SOURCE = os.path.join(NATIVE_DIR, "pagecodec.c")
-# further C modules of the same extension: <name>.h joins the cdef after
-# pagecodec.h (whose MFD_* codes they use), <name>.c the sources
-MODULES = ["zstream", "rawloop", "iaa_emulator", "qpl_shim"]
-# C files of the extension that are not part of the cdef
-INTERNAL_SOURCES = [os.path.join(NATIVE_DIR, "deflate_backend.c")]
+# the C modules of the extension: <name>.h joins the cdef, in this order
+# (status.h's MFD_* codes and pagecodec.h's types come first), <name>.c the
+# sources; the software codec's two files are chosen below
+MODULES = ["status", "pagecodec", "zstream", "rawloop", "strict_inflate", "iaa_emulator",
+           "qpl_shim"]
+# C files of the extension behind those headers, not in the cdef
+INTERNAL_SOURCES = [os.path.join(NATIVE_DIR, f"{name}.c") for name in
+                    ("emu_control", "emu_ring", "emu_client")]
+# an include guard's three lines: cffi's cdef parses no conditionals
+_GUARD = re.compile(r"^#(ifndef|define) MFD_\w+_H$|^#endif$", re.MULTILINE)
 
 COMPILE_ARGS = ["-O2", "-std=c11", "-Wall", "-Wextra"]
 
@@ -63,7 +68,8 @@ def _c_string(text: str) -> str:
 # The software path's raw-DEFLATE library, per direction, fastest first
 # (measured per 4 KiB page, bench/README.md).  MFD_CODEC picks by hand:
 # "auto" (default), or "<compress>[/<decompress>]", e.g. "zlib" for the
-# zlib-only floor or "isal/libdeflate".
+# zlib-only floor or "isal/libdeflate".  The build compiles
+# deflate_<compress>.c and inflate_<decompress>.c (deflate_backend.h).
 CODEC_LIBRARIES = {            # name: (header, -l library, symbol)
     "isal": ("isa-l.h", "isal", "isal_deflate_stateless"),
     "libdeflate": ("libdeflate.h", "deflate", "libdeflate_deflate_decompress_ex"),
@@ -71,10 +77,6 @@ CODEC_LIBRARIES = {            # name: (header, -l library, symbol)
 }
 COMPRESS_ORDER = ("isal", "libdeflate", "zlib")
 DECOMPRESS_ORDER = ("libdeflate", "isal", "zlib")
-_CODEC_MACROS = {("compress", "isal"): "MFD_DEFLATE_ISAL",
-                 ("compress", "libdeflate"): "MFD_DEFLATE_LIBDEFLATE",
-                 ("decompress", "isal"): "MFD_INFLATE_ISAL",
-                 ("decompress", "libdeflate"): "MFD_INFLATE_LIBDEFLATE"}
 
 
 def _links(name: str) -> bool:
@@ -112,26 +114,28 @@ def choose_codecs(request: str) -> tuple[str, str]:
 CODECS = choose_codecs(os.environ.get("MFD_CODEC", "auto"))
 print(f"multifd-engine: software codec {CODECS[0]} (compress) / {CODECS[1]} (decompress)",
       file=sys.stderr)
-CODEC_MACROS = [(_CODEC_MACROS[key], "1") for key in zip(("compress", "decompress"), CODECS)
-                if key in _CODEC_MACROS]
+CODEC_SOURCES = [os.path.join(NATIVE_DIR, name) for name in
+                 ("deflate_backend.c", f"deflate_{CODECS[0]}.c", f"inflate_{CODECS[1]}.c")]
 CODEC_LIBS = [CODEC_LIBRARIES[n][1] for n in dict.fromkeys(CODECS) if n != "zlib"]
 
-CDEF = ""
-for _header in [HEADER] + [os.path.join(NATIVE_DIR, f"{m}.h") for m in MODULES]:
-    with open(_header, encoding="utf-8") as _f:
-        CDEF += _f.read() + "\n"
+
+def _cdef_text(module: str) -> str:
+    with open(os.path.join(NATIVE_DIR, f"{module}.h"), encoding="utf-8") as f:
+        return _GUARD.sub("", f.read())
+
+
+CDEF = "\n".join(_cdef_text(m) for m in MODULES)
 
 ffibuilder = cffi.FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "workers._native",
-    "#include <stdint.h>\n#include \"pagecodec.h\"\n"
-    + "".join(f"#include \"{m}.h\"\n" for m in MODULES),
-    sources=[_rel(SOURCE)] + [_rel(os.path.join(NATIVE_DIR, f"{m}.c")) for m in MODULES]
-    + [_rel(path) for path in INTERNAL_SOURCES],
+    "#include <stdint.h>\n" + "".join(f"#include \"{m}.h\"\n" for m in MODULES),
+    sources=[_rel(os.path.join(NATIVE_DIR, f"{m}.c")) for m in MODULES]
+    + [_rel(path) for path in INTERNAL_SOURCES + CODEC_SOURCES],
     include_dirs=[NATIVE_DIR],
     libraries=CODEC_LIBS + ["z", "dl", "pthread"],  # dl: libqpl is loaded at run time
-    define_macros=[("MFD_PACKAGE_VERSION", _c_string(_package_version()))] + CODEC_MACROS,
+    define_macros=[("MFD_PACKAGE_VERSION", _c_string(_package_version()))],
     extra_compile_args=COMPILE_ARGS,
 )
 

@@ -2,25 +2,32 @@
  * deflate_backend: the raw-DEFLATE library behind the software path.
  *
  * One page in, one complete raw-DEFLATE stream out (and back).  Which
- * library runs is fixed at build time, per direction, by the macros
- * build_native.py defines:
+ * library runs is fixed at build time, per direction: build_native.py
+ * compiles exactly one deflate_<library>.c (isal, libdeflate, zlib) and
+ * one inflate_<library>.c, each implementing its half of the library
+ * section below; deflate_backend.c checks the arguments for all of them.
  *
- *   MFD_DEFLATE_ISAL        compress with ISA-L's igzip
- *   MFD_DEFLATE_LIBDEFLATE  compress with libdeflate (pages <= the window)
- *   MFD_INFLATE_LIBDEFLATE  decompress with libdeflate
- *   MFD_INFLATE_ISAL        decompress with ISA-L's igzip
+ * Every page is its own stream, as QEMU's multifd-qpl sends it, so the
+ * cost that matters is per stream: all state is allocated once per
+ * deflater/inflater and only reset per page; nothing allocates per page
+ * (glibc would hand freed state back to the kernel after each page).
+ * Measured on a real guest image (bench/README.md): ISA-L level 1 is ~3x
+ * zlib level 1 at about zlib's ratio; libdeflate decodes fastest.
  *
- * and zlib, always linked, for everything else.  Internal to the native
- * layer: not part of the cffi cdef (pagecodec.h is).
+ * Internal to the native layer: not part of the cffi cdef (pagecodec.h is).
  */
 #ifndef MFD_DEFLATE_BACKEND_H
 #define MFD_DEFLATE_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* compression settings; the values are MFD_SETTING_* of pagecodec.h */
 #define MFD_BACKEND_FAST     0   /* static Huffman codes where the library has them */
 #define MFD_BACKEND_BALANCED 1   /* level 1: a Huffman code fitted to each page */
+
+#define MFD_STR_(x) #x
+#define MFD_STR(x) MFD_STR_(x)
 
 typedef struct mfd_deflater mfd_deflater;
 typedef struct mfd_inflater mfd_inflater;
@@ -49,7 +56,27 @@ void mfd_inflater_free(mfd_inflater *f);
 int mfd_inflater_page(mfd_inflater *f, const uint8_t *in, uint32_t in_len,
                       uint8_t *out, uint32_t page_size, uint32_t *produced);
 
-/* e.g. "isal 2.30 (compress) / libdeflate 1.14 (decompress)" */
-const char *mfd_deflate_backend_name(void);
+/* each direction's library and version, e.g. "isal 2.30", "libdeflate 1.14" */
+const char *mfd_deflater_library(void);
+const char *mfd_inflater_library(void);
+
+/*
+ * What each library file implements.  deflate_backend.c allocates the
+ * state (zeroed, of the library's size) and frees it, and calls these with
+ * checked arguments only: a setting of MFD_BACKEND_*, window_bits 9..15,
+ * non-NULL buffers, in_len, cap and page_size above 0; *out_len and
+ * *produced start at 0.  An init that fails (0) has released what it took.
+ */
+extern const size_t mfd_library_deflater_size;
+int mfd_library_deflater_init(mfd_deflater *d, int setting, int window_bits);
+void mfd_library_deflater_fini(mfd_deflater *d);
+int mfd_library_deflate_page(mfd_deflater *d, const uint8_t *in, uint32_t in_len,
+                             uint8_t *out, uint32_t cap, uint32_t *out_len);
+
+extern const size_t mfd_library_inflater_size;
+int mfd_library_inflater_init(mfd_inflater *f);
+void mfd_library_inflater_fini(mfd_inflater *f);
+int mfd_library_inflate_page(mfd_inflater *f, const uint8_t *in, uint32_t in_len,
+                             uint8_t *out, uint32_t page_size, uint32_t *produced);
 
 #endif

@@ -16,10 +16,11 @@
  * own status.  Output is raw DEFLATE (fixed Huffman, zlib level 1, 4 KiB
  * window) and decompression refuses distances beyond 4 KiB, as IAA does.
  *
- * Part of the cffi cdef (see build_native.py): declarations only.
+ * Part of the cffi cdef (see build_native.py): declarations only, and a
+ * guard that build_native.py drops.
  */
-
-#define MFD_E_DEVICE 70          /* the device is gone, full of clients, or refused a buffer */
+#ifndef MFD_IAA_EMULATOR_H
+#define MFD_IAA_EMULATOR_H
 
 /* how a device behaves; faults are seeded so a run can be repeated */
 typedef struct mfd_emu_config {
@@ -82,6 +83,9 @@ void mfd_emu_device_counters(const mfd_emu_device *dev, mfd_emu_counters *out);
  * MFD_E_PARAM.
  */
 mfd_workqueue *mfd_emu_queue_new(const char *shm_name, uint32_t page_count, int *status);
-/* tell the device which shared-memory segment is mapped at [base, base+len) here */
+/* tell the device which shared-memory segment is mapped at [base, base+len) here;
+ * MFD_E_WRONG_QUEUE for a queue that is not an emulated device's */
 int mfd_emu_queue_map(mfd_workqueue *wq, const char *seg_name, uintptr_t base, uint64_t len);
 void mfd_emu_queue_free(mfd_workqueue *wq);
+
+#endif

@@ -3,7 +3,7 @@
  *
  * Raw DEFLATE per page as QEMU's multifd-qpl puts it on the wire, with
  * the fastest library the build found as the software codec
- * (deflate_backend.c), and the per-packet submit/retry/fallback/wait
+ * (deflate_backend.h), and the per-packet submit/retry/fallback/wait
  * loop of migration/multifd-qpl.c driving any mfd_workqueue.
  *
  * Rules kept everywhere: every page index is checked against the block
@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "status.h"
 #include "pagecodec.h"
 #include "deflate_backend.h"
 
@@ -89,11 +90,6 @@ const char *mfd_package_version(void)
     return MFD_PACKAGE_VERSION;
 }
 
-const char *mfd_codec_name(void)
-{
-    return mfd_deflate_backend_name();
-}
-
 /* ------------------------------------------------------------------ */
 /* zero pages                                                          */
 
@@ -123,7 +119,7 @@ uint32_t mfd_find_zero_pages(const uint8_t *block, uint64_t block_len,
 }
 
 /* ------------------------------------------------------------------ */
-/* software deflate / inflate: deflate_backend.c's library, per page    */
+/* software deflate / inflate: deflate_backend.h's library, per page    */
 
 struct mfd_sw {
     mfd_deflater *def;
@@ -236,12 +232,13 @@ mfd_workqueue *mfd_software_queue_new(int level)
     wq->wait = mfd_sync_wait;
     wq->ctx = sw;
     wq->is_hardware = 0;
+    wq->kind = MFD_WQ_SOFTWARE;
     return wq;
 }
 
 void mfd_software_queue_free(mfd_workqueue *wq)
 {
-    if (!wq)
+    if (!wq || wq->kind != MFD_WQ_SOFTWARE)
         return;
     mfd_sw_free(wq->ctx);
     free(wq);

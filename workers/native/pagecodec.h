@@ -6,28 +6,14 @@
  * status codes; they never print, never abort and never write outside the
  * buffers they are given.  cffi releases the GIL around every call.
  *
- * This file is also the cffi cdef: keep it to declarations cffi can parse
- * (no #include, no preprocessor conditionals besides the guard below).
+ * This file is also part of the cffi cdef: keep it to declarations cffi can
+ * parse (no #include, no preprocessor conditionals besides the guard,
+ * which build_native.py drops).
  */
+#ifndef MFD_PAGECODEC_H
+#define MFD_PAGECODEC_H
 
-/* status codes: 0..9 mirror QPL's processing codes where they mean the same */
-#define MFD_OK              0
-#define MFD_BEING_PROCESSED 1   /* job still in flight (check) */
-#define MFD_MORE_OUTPUT     2   /* output did not fit: send the page raw */
-#define MFD_BUSY            5   /* work queue full: nothing was queued */
-#define MFD_NOT_SUBMITTED   7   /* check/wait on a job never submitted */
-#define MFD_E_PARAM        50   /* caller bug: bad argument */
-#define MFD_E_NOMEM        51
-#define MFD_E_PAYLOAD_SHORT 60  /* qpl: next_packet_size <= 4 * normal_pages */
-#define MFD_E_LEN_ZERO     61   /* qpl: a page length is 0 */
-#define MFD_E_LEN_TOO_BIG  62   /* qpl: a page length > page_size */
-#define MFD_E_LEN_SUM      63   /* qpl: 4n + sum(len) != next_packet_size */
-#define MFD_E_INFLATE      64   /* a page's stream is corrupt */
-#define MFD_E_INFLATE_SIZE 65   /* a page inflated to != page_size bytes */
-#define MFD_E_TRAILING     66   /* bytes left after a page's stream ended */
-#define MFD_E_DEFLATE      67   /* the compressor itself failed */
-#define MFD_E_HW           68   /* a hardware job failed (status in job) */
-#define MFD_E_PAGE_RANGE   69   /* a page index lies outside the block */
+/* status codes: status.h (MFD_*), the first header of the cdef */
 
 #define MFD_OP_COMPRESS   1
 #define MFD_OP_DECOMPRESS 0
@@ -56,6 +42,11 @@ typedef struct mfd_job {
     void *priv;
 } mfd_job;
 
+/* work queue kinds (mfd_workqueue.kind) */
+#define MFD_WQ_SOFTWARE 1       /* mfd_software_queue_new */
+#define MFD_WQ_EMULATED 2       /* mfd_emu_queue_new */
+#define MFD_WQ_QPL      3       /* mfd_qpl_queue_new */
+
 /*
  * A work queue: the seam between the per-packet loop and whatever runs
  * jobs (the software path, the emulated IAA device, real IAA via libqpl).
@@ -68,6 +59,7 @@ typedef struct mfd_workqueue {
     int (*wait)(void *ctx, mfd_job *job);
     void *ctx;
     int is_hardware;         /* 1: IAA or its emulation; 0: software */
+    int kind;                /* MFD_WQ_*: calls meant for one kind refuse the others */
 } mfd_workqueue;
 
 /* counters one packet adds to; the worker sums them per run */
@@ -89,8 +81,9 @@ typedef struct mfd_packet_stats {
 /* the version string of the Python package this .so was built for */
 const char *mfd_package_version(void);
 /* which deflate library runs each direction of the software path, e.g.
- * "isal 2.30 (compress) / libdeflate 1.14 (decompress)" */
-const char *mfd_codec_name(void);
+ * "isal 2.30" and "libdeflate 1.14" (the build picks deflate_backend.h's files) */
+const char *mfd_deflater_library(void);
+const char *mfd_inflater_library(void);
 
 /*
  * mfd_find_zero_pages: partition pages[0..n) in place, as QEMU's multifd
@@ -180,3 +173,5 @@ int mfd_clear_pages(uint8_t *block, uint64_t block_len, uint32_t page_size,
  * indices to out and returns the total number of mismatching pages */
 uint64_t mfd_compare_pages(const uint8_t *a, const uint8_t *b, uint64_t len,
                            uint32_t page_size, uint64_t *out, uint64_t max_out);
+
+#endif

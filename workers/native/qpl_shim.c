@@ -15,9 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "status.h"
 #include "pagecodec.h"
 #include "qpl_shim.h"
 #include "qpl_defs.h"
+
+_Static_assert(MFD_QPL_PATH_HARDWARE == QPL_PATH_HARDWARE, "qpl_path_t");
+_Static_assert(MFD_QPL_PATH_SOFTWARE == QPL_PATH_SOFTWARE, "qpl_path_t");
 
 struct qpl_api {
     qpl_get_job_size_fn get_job_size;
@@ -271,7 +275,7 @@ static int sw_submit(void *ctx, mfd_job *job)
 
 void mfd_qpl_queue_free(mfd_workqueue *wq)
 {
-    if (!wq)
+    if (!wq || wq->kind != MFD_WQ_QPL)
         return;
     struct qpl_queue *qq = (struct qpl_queue *)wq;
     for (uint32_t i = 0; qq->jobs && i < qq->count; i++)
@@ -292,6 +296,8 @@ mfd_workqueue *mfd_qpl_queue_new(mfd_qpl *q, int path, uint32_t count, int *qpl_
     if (path == QPL_PATH_SOFTWARE)
         count = 1;
     struct qpl_queue *qq = calloc(1, sizeof *qq);
+    if (qq)
+        qq->wq.kind = MFD_WQ_QPL;   /* first: the error paths free it as one */
     if (!qq || !(qq->jobs = calloc(count, sizeof *qq->jobs)) ||
         !(qq->bindings = calloc(count, sizeof *qq->bindings))) {
         *qpl_status = MFD_E_NOMEM;

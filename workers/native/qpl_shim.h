@@ -9,10 +9,16 @@
  * processed, more output and queues busy come back as
  * MFD_QPL_STATUS_BASE + the QPL status.
  *
- * Part of the cffi cdef (see build_native.py): declarations only.
+ * MFD_QPL_STATUS_BASE is in status.h.
+ * Part of the cffi cdef (see build_native.py): declarations only, and a
+ * guard that build_native.py drops.
  */
+#ifndef MFD_QPL_SHIM_H
+#define MFD_QPL_SHIM_H
 
-#define MFD_QPL_STATUS_BASE 1000
+/* the path argument of mfd_qpl_queue_new (QPL's qpl_path_t values) */
+#define MFD_QPL_PATH_HARDWARE 1
+#define MFD_QPL_PATH_SOFTWARE 2
 
 typedef struct mfd_qpl mfd_qpl;
 
@@ -38,3 +44,5 @@ int mfd_qpl_probe_hardware(mfd_qpl *q);
  * failure */
 mfd_workqueue *mfd_qpl_queue_new(mfd_qpl *q, int path, uint32_t count, int *qpl_status);
 void mfd_qpl_queue_free(mfd_workqueue *wq);
+
+#endif

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "status.h"
 #include "pagecodec.h"
 #include "deflate_backend.h"
 #include "rawloop.h"

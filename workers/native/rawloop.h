@@ -2,8 +2,11 @@
  * rawloop: the software codec alone, in a plain C loop, for the benchmarks
  * to hold the engine against (bench/engine_overhead.py).
  *
- * Part of the cffi cdef (see build_native.py): declarations only.
+ * Part of the cffi cdef (see build_native.py): declarations only, and a
+ * guard that build_native.py drops.
  */
+#ifndef MFD_RAWLOOP_H
+#define MFD_RAWLOOP_H
 
 /*
  * mfd_raw_compress_pages: compress pages[0..n) of `block` one after the
@@ -16,3 +19,5 @@
 int mfd_raw_compress_pages(int setting, const uint8_t *block, uint64_t block_len,
                            uint32_t page_size, const uint64_t *pages, uint32_t n,
                            uint64_t *out_bytes);
+
+#endif

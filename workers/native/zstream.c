@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <zlib.h>
 
+#include "status.h"
 #include "pagecodec.h"
 #include "zstream.h"
 

@@ -9,11 +9,12 @@
  * one inflate stream per channel and inflates page by page straight into
  * the destination block.
  *
- * Status codes are pagecodec.h's MFD_* plus MFD_E_STREAM_END below.
- * Part of the cffi cdef (see build_native.py): declarations only.
+ * Status codes are status.h's MFD_*.
+ * Part of the cffi cdef (see build_native.py): declarations only, and a
+ * guard that build_native.py drops.
  */
-
-#define MFD_E_STREAM_END   80   /* the channel's stream ended inside the channel */
+#ifndef MFD_ZSTREAM_H
+#define MFD_ZSTREAM_H
 
 typedef struct mfd_zstream mfd_zstream;
 
@@ -50,3 +51,5 @@ int mfd_zlib_recv_packet(mfd_zstream *z, const uint8_t *payload, uint64_t payloa
                          const uint64_t *pages, uint32_t normal_num,
                          uint8_t *block, uint64_t block_len, uint32_t page_size,
                          uint32_t *bad_page);
+
+#endif

@@ -29,9 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.errors import AcceleratorError
-from workers.workqueue.software import SoftwareWorkQueue
-
-ACCELERATORS = ("auto", "iaa", "emulated", "software")
+from workers.settings import ACCELERATORS
 
 
 class WorkQueue(Protocol):
@@ -64,9 +62,10 @@ def open_work_queues(accelerator: str, *, page_count: int, level: int = 1, devic
     without one, ``emulated`` starts a private device in this process.
     ``qpl_library`` overrides where libqpl is looked for.
     """
+    from workers.codec import SoftwareQueue  # the native build: not needed to read settings
+
     if accelerator == "software":
-        return OpenedQueues(SoftwareWorkQueue(level=level), SoftwareWorkQueue(level=level),
-                            "accelerator = \"software\"")
+        return OpenedQueues(SoftwareQueue(level), SoftwareQueue(level), "accelerator = \"software\"")
     if accelerator == "emulated":
         return _emulated(device, page_count, level)
     if accelerator in ("iaa", "auto"):
@@ -75,12 +74,12 @@ def open_work_queues(accelerator: str, *, page_count: int, level: int = 1, devic
         except AcceleratorError as exc:
             if accelerator == "iaa":
                 raise AcceleratorError(f"accelerator = \"iaa\" but {exc}", status=exc.status) from None
-            return OpenedQueues(SoftwareWorkQueue(level=level), SoftwareWorkQueue(level=level),
-                                f"auto: {exc}")
+            return OpenedQueues(SoftwareQueue(level), SoftwareQueue(level), f"auto: {exc}")
     raise ValueError(f"unknown accelerator {accelerator!r}; expected one of {ACCELERATORS}")
 
 
 def _emulated(device: str, page_count: int, level: int) -> OpenedQueues:
+    from workers.codec import SoftwareQueue
     from workers.workqueue.emulated import EmulatedDevice, EmulatedWorkQueue
 
     owned: list[Any] = []
@@ -95,19 +94,14 @@ def _emulated(device: str, page_count: int, level: int) -> OpenedQueues:
             thing.close()
         raise
     reason = "emulated IAA device" + (" (private to this queue)" if owned else "")
-    return OpenedQueues(queue, SoftwareWorkQueue(level=level), reason, owned)
+    return OpenedQueues(queue, SoftwareQueue(level), reason, owned)
 
 
 def _iaa(qpl_library: str, page_count: int) -> OpenedQueues:
-    from workers.workqueue.qpl import QplLibrary, qpl_status_text
+    from workers.workqueue.qpl import probe_iaa
 
-    library = QplLibrary(qpl_library)
+    library = probe_iaa(qpl_library).require()
     fallback = library.queue(hardware=False, page_count=1)
-    status = library.probe_hardware()
-    if status != 0:
-        fallback.close()
-        raise AcceleratorError(f"libqpl {library.version} found ({library.path}) but the IAA "
-                               f"hardware probe failed: {qpl_status_text(status)}", status=status)
     try:
         queue = library.queue(hardware=True, page_count=page_count)
     except BaseException:

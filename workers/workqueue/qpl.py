@@ -9,39 +9,21 @@ libqpl installed after the engine is picked up without a rebuild.
 Per worker, as QEMU's multifd-qpl: one software job always (the fallback),
 a hardware probe (one hardware job initialised and freed: a failed init is
 never reused), and, when the probe passes, ``page_count`` hardware jobs.
+``probe_iaa`` is that probe with its verdict: the one check behind
+``accelerator = "auto"`` / ``"iaa"`` and ``multifd-engine doctor``.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
-from engine.errors import AcceleratorError, CodecError
-from workers.codec import ffi, lib
+from engine.errors import AcceleratorError
+from workers import codec
+from workers.codec import qpl_status_text
 
 ENV_VAR = "MFD_QPL_LIBRARY"
 DEFAULT_NAMES = ("libqpl.so.1", "libqpl.so")
-PATH_HARDWARE, PATH_SOFTWARE = 1, 2
-
-# QPL statuses a user may meet here (include/qpl/c_api/status.h)
-QPL_STATUS_NAMES = {
-    0: "QPL_STS_OK",
-    2: "QPL_STS_MORE_OUTPUT_NEEDED",
-    5: "QPL_STS_QUEUES_ARE_BUSY_ERR",
-    6: "QPL_STS_LIBRARY_INTERNAL_ERR",
-    8: "QPL_STS_NOT_SUPPORTED_BY_WQ",
-    54: "QPL_STS_PATH_ERR",
-    217: "QPL_STS_BAD_DIST_ERR",
-    500: "QPL_STS_INIT_HW_NOT_SUPPORTED",
-    501: "QPL_STS_INIT_LIBACCEL_NOT_FOUND (libaccel-config.so.1 missing or too old)",
-    502: "QPL_STS_INIT_LIBACCEL_ERROR",
-    503: "QPL_STS_INIT_WORK_QUEUES_NOT_AVAILABLE (no enabled shared IAA work queue we may open)",
-}
-
-
-def qpl_status_text(status: int) -> str:
-    """``"501 QPL_STS_INIT_LIBACCEL_NOT_FOUND (...)"``, or the bare number."""
-    name = QPL_STATUS_NAMES.get(status)
-    return f"{status} {name}" if name else str(status)
 
 
 def library_candidates(configured: str = "") -> tuple[str, ...]:
@@ -58,14 +40,14 @@ class QplLibrary:
     def __init__(self, configured: str = "") -> None:
         errors = []
         for candidate in library_candidates(configured):
-            err = ffi.new("char[]", 512)
-            handle = lib.mfd_qpl_open(candidate.encode(), err, 512)
-            if handle != ffi.NULL:
-                self.path = candidate
-                self._handle = ffi.gc(handle, lib.mfd_qpl_close)
-                self.version = ffi.string(lib.mfd_qpl_version(self._handle)).decode()
-                return
-            errors.append(ffi.string(err).decode(errors="replace"))
+            try:
+                self._handle = codec.qpl_open(candidate)
+            except AcceleratorError as exc:
+                errors.append(str(exc))
+                continue
+            self.path = candidate
+            self.version = codec.qpl_version(self._handle)
+            return
         source = ("migration.qpl_library" if configured else
                   f"${ENV_VAR}" if os.environ.get(ENV_VAR) else
                   f"the library search path (set ${ENV_VAR} or migration.qpl_library)")
@@ -74,7 +56,7 @@ class QplLibrary:
 
     def probe_hardware(self) -> int:
         """QPL status of initialising one hardware job (0: IAA is usable)."""
-        return int(lib.mfd_qpl_probe_hardware(self._handle))
+        return codec.qpl_probe_hardware(self._handle)
 
     def queue(self, *, hardware: bool, page_count: int) -> QplWorkQueue:
         return QplWorkQueue(self, hardware=hardware, page_count=page_count)
@@ -86,18 +68,49 @@ class QplWorkQueue:
     is_hardware: bool
 
     def __init__(self, library: QplLibrary, *, hardware: bool, page_count: int) -> None:
-        status = ffi.new("int *")
-        path = PATH_HARDWARE if hardware else PATH_SOFTWARE
-        ptr = lib.mfd_qpl_queue_new(library._handle, path, int(page_count), status)
-        if ptr == ffi.NULL:
-            kind = "hardware" if hardware else "software"
-            raise CodecError(f"libqpl {library.version}: cannot set up {page_count} {kind} "
-                             f"job(s): {qpl_status_text(int(status[0]))}")
-        self.handle = ffi.gc(ptr, lib.mfd_qpl_queue_free)
+        self.handle = codec.open_qpl_queue(library._handle, hardware=hardware, page_count=page_count)
         self.is_hardware = hardware
         self.name = "iaa" if hardware else "qpl-software"
 
     def close(self) -> None:
         if self.handle is not None:
-            ffi.release(self.handle)
+            codec.release(self.handle)
             self.handle = None
+
+
+@dataclass(frozen=True)
+class IaaProbe:
+    """libqpl as a worker finds it, and its IAA hardware probe."""
+
+    version: str | None          # None: libqpl is not usable
+    detail: str                  # where libqpl is, or why it is not usable
+    probe: int | None            # QPL status of the hardware probe (0: IAA is usable)
+    library: QplLibrary | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def usable(self) -> bool:
+        return self.version is not None and self.probe == 0
+
+    def problem(self) -> str:
+        """Why IAA is not usable ("" when it is)."""
+        if self.version is None:
+            return self.detail
+        if self.probe != 0:
+            return (f"libqpl {self.version} ({self.detail}) finds no usable IAA: hardware probe "
+                    f"failed with {qpl_status_text(self.probe)}")
+        return ""
+
+    def require(self) -> QplLibrary:
+        """The loaded libqpl; ``AcceleratorError`` (with the probe's status) if IAA is not usable."""
+        if not self.usable or self.library is None:
+            raise AcceleratorError(self.problem(), status=self.probe)
+        return self.library
+
+
+def probe_iaa(configured: str = "") -> IaaProbe:
+    """Load libqpl (see ``library_candidates``) and run its hardware probe."""
+    try:
+        library = QplLibrary(configured)
+    except AcceleratorError as exc:
+        return IaaProbe(None, str(exc), None)
+    return IaaProbe(library.version, library.path, library.probe_hardware(), library)
