@@ -17,6 +17,8 @@ import pytest
 from engine import errors
 from engine.config import Config
 from engine.relay.session import RelaySession
+from engine.report.schema import load_report
+from engine.report.table import format_details
 from test_relay_translator import stream_10
 
 pytestmark = pytest.mark.usefixtures("no_shm_leak")
@@ -133,7 +135,7 @@ def channel_stream(channel_id: int) -> bytes:
     return bytes(data)
 
 
-def test_main_channel_both_ways_and_channels_byte_for_byte():
+def test_main_channel_both_ways_and_channels_byte_for_byte(tmp_path):
     channels = [channel_stream(0), channel_stream(1)]
     destination, a, b, back = migrate(channels)
     assert "error" not in a and "error" not in b, (a.get("error"), b.get("error"))
@@ -146,6 +148,11 @@ def test_main_channel_both_ways_and_channels_byte_for_byte():
     assert report.bytes_in == sum(map(len, channels))
     assert 0 < report.bytes_out < report.bytes_in
     assert b["report"].bytes_out == report.bytes_in
+    # the JSON report is one of ours, and `report` reads it
+    report.write_json(tmp_path / "relay.json", relay_config("none", "zstd").as_dict())
+    data = load_report(tmp_path / "relay.json")
+    assert data["kind"] == "relay" and data["totals"]["bytes_in"] == report.bytes_in
+    assert "relay none -> zstd, 2 ch" in format_details(data, "relay.json")
 
 
 def test_a_bad_packet_resets_the_destination_and_fails_both_relays():
