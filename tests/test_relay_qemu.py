@@ -202,8 +202,12 @@ def test_relay_killed_mid_migration(relays, version, how):
         code_a, _, err_a = a.wait(FAIL_WITHIN)
         code_b, _, err_b = b.wait(FAIL_WITHIN)
         assert code_a is not None and code_b is not None, (err_a, err_b)
-        # the peer relay gave up too: its channels were reset, or ended mid-round
-        assert (code_b, err_b.split(":")[0]) in {(5, "connection failed"), (3, "bad input")}, err_b
+        # the peer relay gave up too: its channels were reset or ended mid-round.
+        # But a channel cut right after a SYNC (7.2 syncs at every RAM section)
+        # looks like a clean end downstream; the peer then passes it on (exit 0)
+        # and the destination QEMU, cut off mid-stream, is the one that fails.
+        assert (code_b, err_b.split(":")[0]) in {(5, "connection failed"), (3, "bad input"),
+                                                 (0, "")}, err_b
         if how == signal.SIGTERM:
             assert code_a == 130 and "interrupted" in err_a
         assert time.monotonic() - killed < FAIL_WITHIN
