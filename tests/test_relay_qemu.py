@@ -184,6 +184,30 @@ def test_migration_through_two_relays(relays, version, wire):
     assert ratio > 1.5
 
 
+@pytest.mark.parametrize(("source_method", "destination_method"), [("none", "qpl"), ("qpl", "none")])
+def test_one_relay_speaks_qemu_qpl(relays, source_method, destination_method):
+    """The relay's qpl is QEMU's: a real multifd-qpl QEMU (10.0.13, QPL's
+    software path) takes it, and sends what the relay decodes."""
+    build = require("10.0-qpl")
+    image = guest_image()
+    with QemuPeer(build, SIZE, incoming=False, ram=image) as source, \
+            QemuPeer(build, SIZE, incoming=True) as destination:
+        enable_multifd(source, **{"multifd-compression": source_method})
+        enable_multifd(destination, **{"multifd-compression": destination_method})
+        port = free_port()
+        destination.qmp.execute("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
+        relay = relays("10.0", source_method, destination_method, f"127.0.0.1:{port}")
+        source.qmp.execute("migrate", uri=f"tcp:{relay.address}")
+        info = source.wait_status({"completed", "failed"}, timeout=60)
+        assert info["status"] == "completed", (info, destination.log(), relay.stderr())
+        code, out, err = relay.wait(30)
+        assert code == 0, err
+        assert f"({source_method} -> {destination_method}, QEMU 10.0)" in out
+        assert destination.ram() == image
+        destination.qmp.execute("cont")
+        assert destination.qmp.execute("query-status")["status"] == "running"
+
+
 @pytest.mark.parametrize(("version", "how"), [("10.0", signal.SIGTERM), ("7.2", signal.SIGKILL)],
                          ids=["10.0-SIGTERM", "7.2-SIGKILL"])
 def test_relay_killed_mid_migration(relays, version, how):
