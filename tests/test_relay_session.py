@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
+import numpy as np
 import pytest
 
-from engine import errors
+from engine import errors, wire
 from engine.config import Config
 from engine.relay.session import RelaySession
 from engine.report.schema import load_report
@@ -37,7 +39,8 @@ def relay_config(incoming: str, outgoing: str) -> Config:
 class Destination:
     """Accepts a main channel and two multifd channels, keeps every byte (or the error)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, reads: bool = True) -> None:
+        self.reads = reads      # False: takes the connections and never reads a byte
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self.received: list[bytes] = []
@@ -55,6 +58,15 @@ class Destination:
             conns[0].shutdown(socket.SHUT_WR)
         except OSError as exc:      # a relay that failed early connects fewer
             self.errors.append(exc)
+        if not self.reads:
+            for conn in conns:
+                conn.settimeout(30)
+                try:
+                    conn.recv(1, socket.MSG_PEEK)   # wait for the relay's reset or end
+                    conn.recv(1 << 30, socket.MSG_PEEK | socket.MSG_TRUNC)
+                except OSError as exc:
+                    self.errors.append(exc)
+            return
         readers = [threading.Thread(target=self._read, args=(c, i)) for i, c in enumerate(conns)]
         self.received = [b""] * 3
         for r in readers:
@@ -99,8 +111,9 @@ def start_relay(incoming: str, outgoing: str, to: str) -> tuple[dict, threading.
     return outcome, thread
 
 
-def migrate(channels: list[bytes]) -> tuple[Destination, dict, dict, bytes]:
-    destination = Destination()
+def migrate(channels: list[bytes], destination: Destination | None = None
+            ) -> tuple[Destination, dict, dict, bytes]:
+    destination = destination or Destination()
     b, b_thread = start_relay("zstd", "none", destination.address)
     a, a_thread = start_relay("none", "zstd", b["address"])
     host, port = a["address"].rsplit(":", 1)
@@ -113,8 +126,11 @@ def migrate(channels: list[bytes]) -> tuple[Destination, dict, dict, bytes]:
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass        # the relay gave up already
-    main.shutdown(socket.SHUT_WR)
     back = bytearray()
+    try:
+        main.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass            # reset by a relay that gave up
     main.settimeout(30)
     try:
         while chunk := main.recv(1 << 16):
@@ -163,3 +179,27 @@ def test_a_bad_packet_resets_the_destination_and_fails_both_relays():
     assert a["error"].channel == 1 and a["error"].field == "flags"
     assert isinstance(b.get("error"), (errors.TransportError, errors.WireError)), b
     assert any(isinstance(e, ConnectionResetError) for e in destination.errors), destination.errors
+
+
+def random_pages_stream(channel_id: int, packets: int) -> bytes:
+    """A 10.0 none channel of incompressible pages (so nothing shrinks on the way)."""
+    rng = np.random.default_rng(channel_id)
+    data = bytearray(wire.InitPacket(bytes(16), channel_id).encode())
+    data += wire.encode_sync(page_size=4096, packet_num=0)
+    for n in range(packets):
+        pages = np.arange(n * 128, (n + 1) * 128, dtype=np.uint64)
+        data += wire.encode_header(page_size=4096, flags=0, packet_num=n + 1, ramblock="mem",
+                                   normal_pages=128, zero_pages=0, next_packet_size=128 * 4096,
+                                   pages=pages)
+        data += rng.integers(0, 256, 128 * 4096, dtype=np.uint8).tobytes()
+    return bytes(data + wire.encode_sync(page_size=4096, packet_num=packets + 1))
+
+
+def test_a_destination_that_stops_reading_fails_both_relays_in_time():
+    # 32 MiB a channel: more than the socket buffers between relay B and the destination
+    channels = [random_pages_stream(0, 64), random_pages_stream(1, 64)]
+    started = time.monotonic()
+    _, a, b, _ = migrate(channels, Destination(reads=False))
+    assert isinstance(b.get("error"), errors.ChannelStalled), b
+    assert isinstance(a.get("error"), (errors.TransportError, errors.ChannelStalled)), a
+    assert time.monotonic() - started < 30
