@@ -100,6 +100,15 @@ class TransportSettings:
 
 
 @dataclass(frozen=True)
+class RelaySettings:
+    """``multifd-engine relay``: what each side of a relay speaks (set on QEMU by QMP)."""
+
+    incoming_method: str = "none"   # what arrives at --listen: the source QEMU's or the peer relay's
+    outgoing_method: str = "qpl"    # what leaves for --to: the peer relay's or the destination QEMU's
+    channels: int = 2               # QEMU's multifd-channels: the most multifd connections taken
+
+
+@dataclass(frozen=True)
 class SinkSettings:
     kind: str = "memory"        # "memory" | "file" | "null"
     dir: str = "out"            # for kind = "file"
@@ -112,6 +121,7 @@ class Config:
     migration: MigrationSettings = field(default_factory=MigrationSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
     transport: TransportSettings = field(default_factory=TransportSettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)
     stress: StressSettings = field(default_factory=StressSettings)
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
 
@@ -124,6 +134,7 @@ class Config:
             migration=_section(MigrationSettings, "migration", data.get("migration", {})),
             sink=_section(SinkSettings, "sink", data.get("sink", {})),
             transport=_transport(data.get("transport", {})),
+            relay=_section(RelaySettings, "relay", data.get("relay", {})),
             stress=StressSettings.from_dict(data.get("stress", {})),
             emulator=_emulator(data.get("emulator", {})),
         )
@@ -285,6 +296,20 @@ def _validate_emulator(e: EmulatorSettings) -> None:
                           f"must be 0 (the probe passes) or a QPL status 1..999, got {f.init_status}")
 
 
+def _validate_relay(r: RelaySettings, compat: wire.Compat) -> None:
+    # either side may face a QEMU or the peer relay (any method), so only
+    # the QEMU generation's compression mask binds both
+    for key in ("incoming_method", "outgoing_method"):
+        name = getattr(r, key)
+        _choice(f"relay.{key}", name, methods.names())
+        if methods.get(name).flag & ~compat.compression_mask:
+            raise ConfigError(f"relay.{key}", f"method {name!r} does not fit the flag mask of "
+                              f"QEMU {compat}")
+    if not 1 <= r.channels <= 255:
+        raise ConfigError("relay.channels", f"must be 1..255 (QEMU's multifd-channels), "
+                          f"got {r.channels}")
+
+
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(key, f"{value!r} is not one of: {', '.join(allowed)}")
@@ -337,6 +362,7 @@ def _validate(c: Config) -> None:
             raise ConfigError(f"migration.{method.name}_level", f"must be {levels.start}.."
                               f"{levels.stop - 1} (as QEMU's multifd-{method.name}-level), got {level}")
     _validate_transport(c.transport)
+    _validate_relay(c.relay, compat)
     _choice("sink.kind", c.sink.kind, SINKS)
     if c.sink.kind == "null" and c.run.verify:
         raise ConfigError("run.verify", "a null sink keeps no bytes to verify; "

@@ -110,6 +110,7 @@ class _InFlight:
     block: int
     pages: np.ndarray           # kept so a replacement worker can be given the packet again
     sends: int = 0              # 1 + re-sends to replacements
+    header: bytes | None = None  # send_packet's header; None = the coordinator encodes one
 
     @property
     def page_count(self) -> int:
@@ -150,6 +151,12 @@ class CoordinatorSettings:
     method_level: int | None = None   # zlib/zstd level; None = the method's default
     # replacements of one worker allowed in a row; 0 = a death ends the run
     worker_restarts: int = 0
+    # workers move all-zero pages to the zero list; None = when the peer
+    # knows zero pages in packets (compat).  A relay keeps the split it got.
+    zero_page_detection: bool | None = None
+    # start() opens every channel with its init packet; False = the caller
+    # writes it (a relay forwards the one it received, before any packet)
+    write_init: bool = True
     # fault injection: called after each Task is handed to a worker, with
     # (worker_id, pid, packet_num, attempt); attempt counts from 1 and grows
     # when a replacement is given the packet again.  The stress command
@@ -187,9 +194,10 @@ class Coordinator:
         try:
             for sink in self._sinks:
                 init = wire.InitPacket(self.settings.uuid, sink.channel_id).encode()
-                sink.write(init)
+                if self.settings.write_init:
+                    sink.write(init)
                 w = self._start_worker(sink)
-                w.count(bytes=len(init))
+                w.count(bytes=len(init) if self.settings.write_init else 0)
                 self.workers.append(w)
             self._wait_ready()
         except BaseException:
@@ -219,7 +227,7 @@ class Coordinator:
             slots_name=slots.name,
             slot_size=self._slot_size,
             slot_count=count,
-            zero_page_detection=self.settings.compat.zero_pages_in_packets,
+            zero_page_detection=self.zero_page_detection,
             jobs=dict(self.settings.jobs.__dict__),
             fail_on_packet=self.settings.fail_on_packet,
             method_level=self.settings.method_level,
@@ -237,6 +245,11 @@ class Coordinator:
         finally:
             theirs.close()
         return process, ours
+
+    @property
+    def zero_page_detection(self) -> bool:
+        detect = self.settings.zero_page_detection
+        return self.settings.compat.zero_pages_in_packets if detect is None else detect
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.start_timeout
@@ -299,10 +312,44 @@ class Coordinator:
                 on_packet(packet + 1, total)
         return total
 
-    def sync(self) -> None:
-        """Wait for every packet in flight, then a SYNC packet on every channel."""
+    def send_packet(self, block_index: int, pages: np.ndarray, header: bytes) -> None:
+        """Send one packet of ``pages`` under a header made elsewhere.
+
+        The packet goes out with ``header`` (header_size bytes) as given,
+        except for what the encoding decides: the compression bits of flags
+        (this method's) and next_packet_size.  Its packet_num, block name,
+        offsets and page split are the caller's, so the header must describe
+        what the worker will produce (with zero-page detection off: every
+        page in ``pages`` normal).  A relay re-encodes a packet it received
+        this way.
+        """
+        if self._closed:
+            raise RuntimeError("coordinator is closed")
+        if self.zero_page_detection:
+            raise RuntimeError("send_packet keeps the header's page split: "
+                               "zero_page_detection must be off")
+        if len(header) != len(self._header):
+            raise ValueError(f"header of {len(header)} bytes; packets have {len(self._header)}")
+        pages = self._checked_pages(block_index, pages)
+        if len(pages) > self.page_count:
+            raise ValueError(f"{len(pages)} pages do not fit in one packet of {self.page_count}")
+        w = self._next_worker()
+        slot = w.free_slots.pop()
+        packet_num = int.from_bytes(header[24:32], "big")
+        if packet_num in w.in_flight:
+            # QEMU before 9.0 may repeat a packet_num on a channel; one at a time then
+            self.flush()
+        w.in_flight[packet_num] = _InFlight(slot, block_index, pages, header=bytes(header))
+        self._send_task(w, packet_num)
+
+    def flush(self) -> None:
+        """Wait until every packet in flight is written to its channel."""
         while any(w.in_flight for w in self.workers):
             self._wait_result_or_death()
+
+    def sync(self) -> None:
+        """Wait for every packet in flight, then a SYNC packet on every channel."""
+        self.flush()
         for w in self.workers:
             sync = wire.encode_sync(page_size=self.page_size, packet_num=self._take_packet_num(),
                                     compat=self.settings.compat)
@@ -454,11 +501,17 @@ class Coordinator:
         if result.next_packet_size > self._slot_size:
             raise errors.WorkerError(f"payload of {result.next_packet_size} bytes overflows its slot",
                                      worker_id=w.worker_id, packet_num=result.packet_num, kind="protocol")
-        wire.encode_header(
-            page_size=self.page_size, flags=self.method.flag, packet_num=result.packet_num,
-            ramblock=self.blocks[flight.block].name, normal_pages=result.normal_num,
-            zero_pages=result.zero_num, next_packet_size=result.next_packet_size,
-            pages=result.pages, out=self._header)
+        if flight.header is None:
+            wire.encode_header(
+                page_size=self.page_size, flags=self.method.flag, packet_num=result.packet_num,
+                ramblock=self.blocks[flight.block].name, normal_pages=result.normal_num,
+                zero_pages=result.zero_num, next_packet_size=result.next_packet_size,
+                pages=result.pages, out=self._header)
+        else:
+            self._header[:] = flight.header
+            wire.restamp_header(self._header, method_flag=self.method.flag,
+                                mask=self.settings.compat.compression_mask,
+                                next_packet_size=result.next_packet_size)
         start = result.slot * self._slot_size
         payload = w.slots.buf[start:start + result.next_packet_size]
         if self.method.page_length_table and result.normal_num:

@@ -38,7 +38,7 @@ __all__ = [
     "FLAG_ZSTD", "FLAG_QPL", "FLAG_UADK", "FLAG_QATZIP", "FLAG_DEVICE_STATE",
     "KNOWN_FLAGS", "METHOD_BITS", "METHOD_FLAGS", "page_count_for", "header_size",
     "Compat", "InitPacket", "PacketHeader", "encode_header", "encode_sync",
-    "HeaderDecoder",
+    "restamp_header", "HeaderDecoder",
 ]
 
 MULTIFD_MAGIC = 0x11223344
@@ -381,6 +381,24 @@ def encode_sync(
     )
 
 
+_FLAGS_AT = struct.Struct(">I")
+_NEXT_PACKET_SIZE_OFFSET = 20
+
+
+def restamp_header(header: bytearray | memoryview, *, method_flag: int, mask: int,
+                   next_packet_size: int) -> None:
+    """Give an encoded header another method and payload size, in place.
+
+    Only the compression bits (``mask``) of flags and next_packet_size
+    change; every other byte (packet_num, block name, offsets, stale slots,
+    SYNC) stays as it was.  A relay re-encoding a packet uses this.
+    """
+    _check_uint("next_packet_size", next_packet_size, _U32_MAX)
+    (flags,) = _FLAGS_AT.unpack_from(header, 8)
+    _FLAGS_AT.pack_into(header, 8, (flags & ~mask) | method_flag)
+    _FLAGS_AT.pack_into(header, _NEXT_PACKET_SIZE_OFFSET, next_packet_size)
+
+
 class HeaderDecoder:
     """Validates packet headers of one channel.
 
@@ -389,6 +407,9 @@ class HeaderDecoder:
     None is lenient (any name, no range check; alignment and duplicates are
     still checked).  ``other_blocks`` accepts names outside ``blocks`` (not
     range-checked: their size is unknown) while still checking the known ones.
+    ``any_method`` accepts a method the QEMU version does not know, for the
+    link between two relays, where no QEMU reads the bits (the bits must
+    still fit the version's mask).
     """
 
     def __init__(
@@ -400,9 +421,11 @@ class HeaderDecoder:
         compat: Compat,
         blocks: Mapping[str, int] | None,
         other_blocks: bool = False,
+        any_method: bool = False,
     ) -> None:
         self.page_count = page_count_for(page_size)
-        if not compat.supports(method_flag):
+        known = method_flag in METHOD_FLAGS and not method_flag & ~compat.compression_mask
+        if not (known if any_method else compat.supports(method_flag)):
             raise ValueError(
                 f"method flag {method_flag:#x} is not a method QEMU {compat} can use"
             )

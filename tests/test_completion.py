@@ -41,7 +41,7 @@ def _bash_complete(*words: str) -> list[str]:
 
 
 def test_bash_completes_commands_options_and_choices():
-    assert _bash_complete("multifd-engine", "r") == ["run", "recv", "report"]
+    assert _bash_complete("multifd-engine", "r") == ["run", "recv", "relay", "report"]
     assert _bash_complete("multifd-engine", "inspect", "--method", "") == ["none", "zlib", "zstd", "qpl"]
     assert _bash_complete("multifd-engine", "config", "") == ["-h", "--help", "show"]
     assert "--set" in _bash_complete("multifd-engine", "config", "show", "--")

@@ -1,4 +1,4 @@
-"""The one JSON schema of every report: run, receive, bench and stress.
+"""The one JSON schema of every report: run, receive, bench, stress and relay.
 
 Every report file is a JSON object with the common fields (``COMMON``:
 what wrote it, when, on which machine, with which config) and the fields
@@ -45,7 +45,7 @@ COMMON = (
     Field("schema", "str", f'always "{SCHEMA}": marks the file as one of ours'),
     Field("schema_version", "int", f"{SCHEMA_VERSION} (2: before `qemu`); a reader refuses versions "
           "it does not know"),
-    Field("kind", "str", '"run", "receive", "bench" or "stress": which fields follow'),
+    Field("kind", "str", '"run", "receive", "bench", "stress" or "relay": which fields follow'),
     Field("engine_version", "str", "the multifd-engine version that wrote it"),
     Field("created", "str", "when, ISO 8601 UTC"),
     Field("machine", "object", "cores, cpu_model, python, platform, codec {name, compress, "
@@ -101,6 +101,18 @@ KINDS: dict[str, tuple[Field, ...]] = {
         Field("cases", "list", "per measured case: name, seconds (every run), median_seconds, "
               "work_bytes, mb_per_s; wire_bytes, method, channels when known"),
         Field("ratios", "list", "the figures the script prints: name, value, goal (or null), met"),
+    ),
+    "relay": (
+        Field("listen", "str", "the address it listened on"),
+        Field("to", "str", "the address it sent to"),
+        Field("incoming_method", "str", "what arrived (relay.incoming_method)"),
+        Field("outgoing_method", "str", "what left (relay.outgoing_method)"),
+        Field("qemu_version", "str", "the QEMU generation at both ends"),
+        Field("page_size", "int", "bytes per page"),
+        Field("seconds", "number", "from listening to the last connection's end"),
+        Field("main_channel", "object", "bytes of QEMU's main channel: forward (to the destination), back"),
+        Field("channels", "list", "per multifd channel: channel, packets, sync_packets, device_packets, normal_pages, zero_pages, bytes_in, bytes_out, restarts, accelerator"),
+        Field("totals", "object", "packets, pages, bytes_in, bytes_out, ratio (bytes in per byte out; null: nothing out)"),
     ),
     "stress": (
         Field("seed", "int", "repeats the run (--seed)"),

@@ -1,6 +1,6 @@
 """Reports side by side, as rows a person compares: the ``report`` command's tables.
 
-Every kind of report (run, receive, bench, stress) becomes one or more
+Every kind of report (run, receive, bench, stress, relay) becomes one or more
 ``Row``s with the same columns, in the units QEMU users read: pages, MB
 (10^6 bytes), MB/s of guest RAM, compression ratio, and round times in
 milliseconds.  ``format_details`` prints one report in full,
@@ -86,7 +86,17 @@ def _stress_rows(r: dict[str, Any]) -> list[Row]:
                 wire_bytes=r["wire_bytes"], seconds=r["round_seconds"], verified=r["ok"])]
 
 
-_ROWS = {"run": _run_rows, "receive": _receive_rows, "bench": _bench_rows, "stress": _stress_rows}
+def _relay_rows(r: dict[str, Any]) -> list[Row]:
+    # "guest" bytes are the multifd bytes that arrived, "wire" bytes those sent on
+    t = r["totals"]
+    return [Row(label=f"relay {r['incoming_method']} -> {r['outgoing_method']}, "
+                      f"{len(r['channels'])} ch", kind="relay", method=r["outgoing_method"],
+                channels=len(r["channels"]), pages=t["pages"], guest_bytes=t["bytes_in"],
+                wire_bytes=t["bytes_out"], seconds=r["seconds"])]
+
+
+_ROWS = {"run": _run_rows, "receive": _receive_rows, "bench": _bench_rows, "stress": _stress_rows,
+         "relay": _relay_rows}
 
 
 def all_rows(reports: list[tuple[str, dict[str, Any]]]) -> list[Row]:
@@ -133,6 +143,8 @@ def format_details(report: dict[str, Any], path: str) -> str:
         lines += _receive_lines(report)
     elif kind == "bench":
         lines += _bench_lines(report)
+    elif kind == "relay":
+        lines.append(format_comparison(rows_of(report)))
     else:
         lines += _stress_lines(report)
     return "\n".join(lines)
