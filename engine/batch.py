@@ -128,7 +128,7 @@ class Engine:
     ``blocks`` and ``sinks`` default to what the config describes; blocks
     passed in stay the caller's (the engine does not close them).  ``uuid``
     goes into every init packet (all zero, as QEMU without ``-uuid``, when
-    not given).  ``after_dispatch`` is a fault-injection hook (see
+    not given).  ``before_dispatch`` is a fault-injection hook (see
     ``CoordinatorSettings``).
 
     One call at a time: ``send``, ``fill_report`` and ``close`` called
@@ -140,7 +140,7 @@ class Engine:
     def __init__(self, config: Config | None = None, *, blocks: Sequence[RamBlock] | None = None,
                  sinks: Sequence[ChannelSink] | None = None, fail_on_packet: int | None = None,
                  uuid: bytes = bytes(16),
-                 after_dispatch: Callable[[int, int, int, int], None] | None = None) -> None:
+                 before_dispatch: Callable[[int, int, int, int], None] | None = None) -> None:
         self.config = config or Config()
         self._stack = ExitStack()
         self._in_use = threading.Lock()
@@ -158,7 +158,7 @@ class Engine:
             self.coordinator = Coordinator(self.blocks, self.sinks, CoordinatorSettings(
                 method=m.method, page_size=m.page_size, compat=m.compat, jobs=jobs,
                 fail_on_packet=fail_on_packet, uuid=uuid, method_level=m.method_level,
-                worker_restarts=self.config.run.worker_restarts, after_dispatch=after_dispatch))
+                worker_restarts=self.config.run.worker_restarts, before_dispatch=before_dispatch))
             self._stack.callback(self.coordinator.close)
             self.coordinator.start()
             # QEMU's setup-time: workers up, channels open, init packets written

@@ -157,11 +157,13 @@ class CoordinatorSettings:
     # start() opens every channel with its init packet; False = the caller
     # writes it (a relay forwards the one it received, before any packet)
     write_init: bool = True
-    # fault injection: called after each Task is handed to a worker, with
-    # (worker_id, pid, packet_num, attempt); attempt counts from 1 and grows
-    # when a replacement is given the packet again.  The stress command
+    # fault injection: called just before each Task is written to a worker,
+    # with (worker_id, pid, packet_num, attempt); attempt counts from 1 and
+    # grows with every try of the packet.  A kill here lands before the
+    # worker can read the task, so that packet always dies with it (after
+    # the write, a fast worker could finish first).  The stress command
     # kills workers here.
-    after_dispatch: Callable[[int, int, int, int], None] | None = None
+    before_dispatch: Callable[[int, int, int, int], None] | None = None
 
 
 class Coordinator:
@@ -399,14 +401,13 @@ class Coordinator:
 
     def _send_task(self, w: _Worker, packet_num: int) -> None:
         flight = w.in_flight[packet_num]
+        flight.sends += 1
+        if self.settings.before_dispatch is not None:
+            self.settings.before_dispatch(w.worker_id, w.process.pid, packet_num, flight.sends)
         try:
             w.conn.send_bytes(Task(packet_num, flight.block, flight.pages, flight.slot).pack())
         except OSError:
             self._replace_dead(w)   # re-sends this packet too
-            return
-        flight.sends += 1
-        if self.settings.after_dispatch is not None:
-            self.settings.after_dispatch(w.worker_id, w.process.pid, packet_num, flight.sends)
 
     def _wait_result_or_death(self) -> None:
         busy = [w for w in self.workers if w.in_flight]

@@ -265,7 +265,7 @@ def test_a_killed_worker_is_replaced_on_the_shared_device(blocks):
         "emulator": {"queue_size": 8, "engines": 2,
                      "faults": {"slow_job_rate": 1.0, "slow_job_us": 3000.0}}})
     channels = [MemoryChannel(0), MemoryChannel(1)]
-    with Engine(config, blocks=[src], sinks=channels, after_dispatch=kill_once) as engine, \
+    with Engine(config, blocks=[src], sinks=channels, before_dispatch=kill_once) as engine, \
             Receiver([dst], channels, method="qpl", page_size=PAGE) as receiver:
         receiver.start()
         engine.send(np.arange(src.pages, dtype=np.uint64))

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("no_shm_leak")
 def test_a_second_concurrent_call_is_refused_and_the_engine_goes_on():
     inside, tried = threading.Event(), threading.Event()
 
-    def hold_first_call(*_args) -> None:       # after a packet is dispatched, in the first call
+    def hold_first_call(*_args) -> None:       # as a packet is dispatched, in the first call
         if not inside.is_set():
             inside.set()
             tried.wait(10)
@@ -36,7 +36,7 @@ def test_a_second_concurrent_call_is_refused_and_the_engine_goes_on():
          RamBlock.create("pc.ram", PAGES * PAGE, PAGE) as dst:
         fill_guest_memory(src, seed=3)
         channels = [MemoryChannel(0), MemoryChannel(1)]
-        with Engine(config, blocks=[src], sinks=channels, after_dispatch=hold_first_call) as engine, \
+        with Engine(config, blocks=[src], sinks=channels, before_dispatch=hold_first_call) as engine, \
              Receiver([dst], channels, method="none", page_size=PAGE) as rx:
             rx.start()
             outcome: list = []

@@ -167,7 +167,7 @@ def test_a_channel_that_ends_mid_round_is_an_error():
 
 
 def kill_on(packet_num: int):
-    """An after_dispatch hook that SIGKILLs the worker given ``packet_num`` (first send only)."""
+    """A before_dispatch hook that SIGKILLs the worker given ``packet_num`` (first send only)."""
     def hook(worker_id: int, pid: int, number: int, attempt: int) -> None:
         if number == packet_num and attempt == 1:
             os.kill(pid, signal.SIGKILL)
@@ -177,7 +177,7 @@ def kill_on(packet_num: int):
 def test_a_dead_worker_is_replaced_where_the_method_allows():
     original = stream_72()
     middle, there = translate(original, "none", "qpl", "7.2", worker_restarts=1,
-                              after_dispatch=kill_on(3))
+                              before_dispatch=kill_on(3))
     assert there.restarts == 1
     back, _ = translate(middle, "qpl", "none", "7.2")
     assert back == original
@@ -185,4 +185,4 @@ def test_a_dead_worker_is_replaced_where_the_method_allows():
 
 def test_a_dead_stream_worker_fails_the_channel():
     with pytest.raises(errors.BrokenWorker, match="zstd keeps one stream per channel"):
-        translate(stream_72(), "none", "zstd", "7.2", worker_restarts=1, after_dispatch=kill_on(3))
+        translate(stream_72(), "none", "zstd", "7.2", worker_restarts=1, before_dispatch=kill_on(3))

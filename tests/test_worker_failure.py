@@ -89,7 +89,7 @@ def test_killed_worker_is_replaced_and_nothing_is_lost_or_repeated():
     with RamBlock.create("pc.ram", 1024 * 4096, 4096) as src, \
             RamBlock.create("pc.ram", 1024 * 4096, 4096) as dst:
         fill_guest_memory(src, seed=5)
-        with Engine(cfg, blocks=[src], sinks=channels, after_dispatch=kill_first_tries) as engine, \
+        with Engine(cfg, blocks=[src], sinks=channels, before_dispatch=kill_first_tries) as engine, \
                 Receiver([dst], channels, method="qpl", page_size=4096) as rx:
             first_pids = engine.coordinator.worker_pids()
             rx.start()
@@ -118,7 +118,7 @@ def test_worker_that_keeps_dying_ends_the_run_naming_it():
             _kill(pid)
 
     with pytest.raises(BrokenWorker) as caught:
-        with Engine(config(restarts=2), after_dispatch=kill_every_try_of_packet_3) as engine:
+        with Engine(config(restarts=2), before_dispatch=kill_every_try_of_packet_3) as engine:
             engine.send(np.arange(512, dtype=np.uint64))
     text = str(caught.value)
     in_flight = text.split("packets [")[1].split("]")[0].split(", ")
@@ -140,6 +140,6 @@ def test_a_dead_stream_worker_is_not_replaced():
                             "run": {"verify": False, "worker_restarts": 3},
                             "sink": {"kind": "null"}})
     with pytest.raises(BrokenWorker, match="keeps one stream per channel") as caught:
-        with Engine(cfg, after_dispatch=kill_packet_1) as engine:
+        with Engine(cfg, before_dispatch=kill_packet_1) as engine:
             engine.send(np.arange(512, dtype=np.uint64))
     assert "exit code -9" in str(caught.value)

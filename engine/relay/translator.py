@@ -47,8 +47,8 @@ class TranslatorSettings:
     worker_restarts: int = 0
     slots_per_worker: int = 2
     result_timeout: float = 300.0
-    # fault injection, as CoordinatorSettings.after_dispatch (tests kill workers here)
-    after_dispatch: Callable[[int, int, int, int], None] | None = None
+    # fault injection, as CoordinatorSettings.before_dispatch (tests kill workers here)
+    before_dispatch: Callable[[int, int, int, int], None] | None = None
 
 
 @dataclass
@@ -133,7 +133,7 @@ class ChannelTranslator:
                 jobs=s.send_jobs, slots_per_worker=s.slots_per_worker,
                 result_timeout=s.result_timeout, method_level=s.method_level,
                 worker_restarts=s.worker_restarts, zero_page_detection=False,
-                after_dispatch=s.after_dispatch, write_init=False))
+                before_dispatch=s.before_dispatch, write_init=False))
             self._stack.callback(coordinator.close)
             coordinator.start()
             self.coordinator = coordinator

@@ -2,7 +2,7 @@
 
 ::
 
-    plan_migration(seed, i) ─► Engine (workers; WorkerKiller as after_dispatch)
+    plan_migration(seed, i) ─► Engine (workers; WorkerKiller as before_dispatch)
                                   │ StressChannels: DamagingSink, then a bounded
                                   │ in-process channel or a loopback socket,
                                   ▼ then StoppingSource / SlowSource
@@ -146,7 +146,7 @@ class StressRun:
             stack.callback(channels.close)
             # a migration that cannot start ends the run (run() says why)
             engine = stack.enter_context(Engine(config, sinks=channels.damagers,
-                                                after_dispatch=killer))
+                                                before_dispatch=killer))
             receiver = self._receiver(config, engine, channels, stack)
             pool = ThreadPoolExecutor(channels.count, thread_name_prefix="mfd-stress-rx")
             stack.callback(pool.shutdown, wait=True)

@@ -1,8 +1,8 @@
-"""The kill fault: SIGKILL the worker that was just handed a packet.
+"""The kill fault: SIGKILL the worker about to be handed a packet.
 
-Plugged into the coordinator as its ``after_dispatch`` hook, so the victim
-always has at least that packet in flight (it is killed mid-packet, or
-before it even read the task).  Whether a given send of a packet is hit
+Plugged into the coordinator as its ``before_dispatch`` hook, so the victim
+dies with that packet in flight and unread (killed after the hand-over, a
+fast worker could finish the packet first and the kill would cost nothing).  Whether a given send of a packet is hit
 depends only on the seed, the packet number and the attempt, so a run
 repeats; each re-send to a replacement is a new attempt with its own draw.
 """
