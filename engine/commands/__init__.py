@@ -5,6 +5,6 @@ sets ``handler``, and the handler ``main(args) -> int`` (an exit status).
 """
 
 from engine.commands import (doctor_cmd, inspect_cmd, recv_cmd, report_cmd, run_cmd, send_cmd,
-                             stress_cmd)
+                             stress_cmd, sweep_cmd)
 
-COMMANDS = [run_cmd, send_cmd, recv_cmd, inspect_cmd, doctor_cmd, stress_cmd, report_cmd]
+COMMANDS = [run_cmd, send_cmd, recv_cmd, inspect_cmd, doctor_cmd, stress_cmd, sweep_cmd, report_cmd]
