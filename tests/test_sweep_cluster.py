@@ -1,0 +1,222 @@
+"""Sweeps on a real local Dask cluster: a scheduler and two workers ("nodes"), all on 127.0.0.1.
+
+The cluster is started here and stopped through its processes' own PIDs.
+Each worker is started as the docs say (``--resources node=1 --nworkers 1``),
+with no dashboard; nothing listens on or connects to any other address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed", reason="the cluster extra: pip install 'multifd-engine[cluster]'")
+
+from engine.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PEER, main  # noqa: E402
+from engine.report.schema import load_report  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+
+
+def _dask(*args: str) -> list[str]:
+    """The `dask` command of this Python's environment."""
+    return [str(Path(sys.executable).with_name("dask")), *args]
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def segments(pid: int) -> list[str]:
+    return [n for n in os.listdir("/dev/shm") if n.startswith(f"mfd-{pid}-")]
+
+
+class LocalCluster:
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen] = []
+        scheduler_file = tmp / "scheduler.json"
+        self.scheduler = self._start(_dask("scheduler", "--host", HOST, "--port", "0",
+                                           "--no-dashboard", "--scheduler-file", str(scheduler_file)),
+                                     "scheduler")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not scheduler_file.is_file():
+            time.sleep(0.1)
+        time.sleep(0.2)
+        self.address = json.loads(scheduler_file.read_text())["address"]
+        assert self.address.startswith(f"tcp://{HOST}:"), self.address
+        self.nannies = [self._start(_dask("worker", self.address, "--host", HOST, "--nworkers", "1",
+                                          "--nthreads", "1", "--resources", "node=1",
+                                          "--no-dashboard", "--name", f"node-{i}"), f"worker-{i}")
+                        for i in range(2)]
+        self.wait_for_workers(2)
+
+    def _start(self, argv: list[str], name: str) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "w")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def wait_for_workers(self, count: int, timeout: float = 90) -> None:
+        from distributed import Client
+
+        with Client(self.address, timeout=30, set_as_default=False) as client:
+            client.wait_for_workers(count, timeout=timeout)
+
+    def worker_processes(self) -> list[int]:
+        """The processes under each nanny: the worker that runs tasks (and its helpers)."""
+        return [pid for nanny in self.nannies for pid in children(nanny.pid)]
+
+    def busy_worker(self, timeout: float = 60) -> int:
+        """A worker process running a job (its engine's shared memory exists)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for pid in self.worker_processes():
+                if len(segments(pid)) >= 3:
+                    return pid
+            time.sleep(0.05)
+        raise AssertionError("no worker started a job")
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dask")
+    started = LocalCluster(tmp)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def sweep_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sweep.toml"
+    path.write_text(text)
+    return path
+
+
+def jobs_of(path: Path) -> list[dict]:
+    return load_report(path)["jobs"]
+
+
+# none and qpl put the same bytes on the wire whichever channel a packet lands on; a zlib or
+# zstd stream over several channels depends on that (packets go to whichever worker is free)
+SAME = ('[base.run]\nrounds = 2\n[base.workload]\nsize = "8MiB"\n[matrix]\n'
+        'migration.method = ["none", "qpl"]\nmigration.channels = [1, 2]\nworkload.seed = [3]\n')
+
+
+def test_cluster_runs_every_job_with_the_local_results(cluster, tmp_path, capsys):
+    path = sweep_file(tmp_path, SAME)
+    assert main(["sweep", str(path), "--json", str(tmp_path / "local.json"), "-q"]) == EXIT_OK
+    assert main(["sweep", str(path), "--cluster", cluster.address, "--json",
+                 str(tmp_path / "cluster.json"), "-q"]) == EXIT_OK
+    assert "4 of 4 jobs ok" in capsys.readouterr().out
+    local, remote = jobs_of(tmp_path / "local.json"), jobs_of(tmp_path / "cluster.json")
+    assert load_report(tmp_path / "cluster.json")["executor"] == cluster.address
+    for here, there in zip(local, remote, strict=True):
+        assert there["status"] == "ok" and there["attempts"] == 1 and there["workers"]
+        assert there["report"]["config"]["workload"]["seed"] == 3
+        for key in ("pages", "bytes_on_wire", "payload_bytes", "zero_pages", "verified"):
+            assert here["report"]["totals"][key] == there["report"]["totals"][key], key
+        assert ([r["wire_bytes"] for r in here["report"]["rounds"]]
+                == [r["wire_bytes"] for r in there["report"]["rounds"]])
+
+
+def test_a_worker_killed_mid_job_is_retried_not_lost(cluster, tmp_path):
+    path = sweep_file(tmp_path, '[base.run]\nrounds = 12\n[base.workload]\nsize = "32MiB"\n'
+                      '[base.migration]\nchannels = 1\n[matrix]\nworkload.seed = [1, 2]\n')
+    report = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "sweep", str(path), "--cluster",
+                             cluster.address, "--json", str(report), "-q"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        victim = cluster.busy_worker()
+        os.kill(victim, signal.SIGKILL)      # the node's worker dies mid-job; its nanny restarts it
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == EXIT_OK, out + err
+    data = load_report(report)
+    assert [j["status"] for j in data["jobs"]] == ["ok", "ok"]
+    retried = data["summary"]["retried"]
+    assert len(retried) == 1, data["jobs"]
+    job = data["jobs"][retried[0]]
+    assert job["attempts"] == 2 and job["retried"] is True and len(job["workers"]) == 2
+    assert job["report"]["totals"]["verified"] is True
+    cluster.wait_for_workers(2)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and segments(victim):
+        time.sleep(0.1)
+    assert segments(victim) == [], "the killed worker's shared memory was not reclaimed"
+
+
+def test_ctrl_c_cancels_running_jobs_and_keeps_finished_ones(cluster, tmp_path):
+    path = sweep_file(tmp_path, '[base.workload]\nsize = "32MiB"\n[base.migration]\nchannels = 1\n'
+                      '[matrix]\nrun.rounds = [1, 400]\nworkload.seed = [1, 2]\n')
+    report = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "sweep", str(path), "--cluster",
+                             cluster.address, "--json", str(report), "-v"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        finished = [proc.stdout.readline(), proc.stdout.readline()]   # -v: the two short jobs
+        assert [line[:5] for line in finished] == ["[1/4]", "[2/4]"], finished + [proc.stderr.read()]
+        busy = cluster.busy_worker()
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)   # Ctrl-C on the machine that runs `sweep`
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    data = load_report(report)
+    assert data["summary"]["interrupted"] is True
+    assert [j["status"] for j in data["jobs"]] == ["ok", "ok", "not-run", "not-run"]
+    deadline = time.monotonic() + 15          # the running job stopped: its engine is gone
+    while time.monotonic() < deadline and segments(busy):
+        time.sleep(0.1)
+    assert segments(busy) == []
+
+
+def test_unreachable_scheduler_is_exit_5(tmp_path, capsys, monkeypatch):
+    from engine.sweep import cluster
+
+    monkeypatch.setattr(cluster, "CONNECT_SECONDS", 2.0)
+    path = sweep_file(tmp_path, '[matrix]\nmigration.method = ["zstd"]\n')
+    import socket
+
+    with socket.socket() as s:                 # a loopback port nobody listens on
+        s.bind((HOST, 0))
+        port = s.getsockname()[1]
+    assert main(["sweep", str(path), "--cluster", f"tcp://{HOST}:{port}"]) == EXIT_PEER
+    assert "cannot reach the Dask scheduler" in capsys.readouterr().err
