@@ -2,7 +2,9 @@
 
 The cluster is started here and stopped through its processes' own PIDs.
 Each worker is started as the docs say (``--resources node=1 --nworkers 1``),
-with no dashboard; nothing listens on or connects to any other address.
+with no dashboard, and the HTTP endpoint every scheduler and worker opens
+even then (health, metrics) is bound to 127.0.0.1 too: nothing listens on or
+connects to any other address.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class LocalCluster:
         self.procs: list[subprocess.Popen] = []
         scheduler_file = tmp / "scheduler.json"
         self.scheduler = self._start(_dask("scheduler", "--host", HOST, "--port", "0",
-                                           "--no-dashboard", "--scheduler-file", str(scheduler_file)),
+                                           "--no-dashboard", "--dashboard-address", f"{HOST}:0",
+                                           "--scheduler-file", str(scheduler_file)),
                                      "scheduler")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not scheduler_file.is_file():
@@ -66,7 +69,8 @@ class LocalCluster:
         assert self.address.startswith(f"tcp://{HOST}:"), self.address
         self.nannies = [self._start(_dask("worker", self.address, "--host", HOST, "--nworkers", "1",
                                           "--nthreads", "1", "--resources", "node=1",
-                                          "--no-dashboard", "--name", f"node-{i}"), f"worker-{i}")
+                                          "--no-dashboard", "--dashboard-address", f"{HOST}:0",
+                                          "--name", f"node-{i}"), f"worker-{i}")
                         for i in range(2)]
         self.wait_for_workers(2)
 
