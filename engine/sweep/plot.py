@@ -60,16 +60,17 @@ def _guest_panel(ax: Any, guest: str, group: list[Point], budget: float) -> None
     ax.set_title(f"{guest}\nfastest: {fastest.name} ({fastest.seconds:.2f} s); fewest bytes within "
                  f"{budget:g}x that time: {frugal.name} ({frugal.wire_bytes / _MB:.1f} MB)",
                  fontsize=10)
-    x_max = max(p.seconds for p in ok) * 1.15
+    x_max = max(p.seconds for p in ok) * 1.25
     ax.axvspan(0, best.budget_seconds, color="#2ca02c", alpha=0.07, linewidth=0)
     ax.axvline(best.budget_seconds, color="#2ca02c", linestyle=":", linewidth=1)
     front = pareto_front(group)
     ax.plot([p.seconds for p in front], [p.wire_bytes / _MB for p in front], color="black",
             linestyle="--", linewidth=1, drawstyle="steps-post", zorder=1)
-    for p in ok:
+    for rank, p in enumerate(sorted(ok, key=lambda p: p.seconds)):
         ax.scatter(p.seconds, p.wire_bytes / _MB, s=60, color=_METHOD_COLOURS.get(p.method, _OTHER),
                    edgecolor="black" if p in front else "none", linewidth=0.8, zorder=3)
-        ax.annotate(p.setting or p.method, (p.seconds, p.wire_bytes / _MB), xytext=(5, 4),
+        # neighbours in time alternate above and below their point, so close labels do not collide
+        ax.annotate(p.name, (p.seconds, p.wire_bytes / _MB), xytext=(5, 5 if rank % 2 else -11),
                     textcoords="offset points", fontsize=7, color="#333333")
     ax.scatter(fastest.seconds, fastest.wire_bytes / _MB, s=260, facecolor="none",
                edgecolor="#d62728", linewidth=2, zorder=4)
