@@ -20,6 +20,7 @@ from engine.sweep.report import best_per_guest, pareto_front, points
 from engine.sweep.spec import load_sweep
 
 from conftest import SHARED_DATA
+from test_interrupt import own_segments as segments
 
 ROOT = Path(__file__).resolve().parents[1]
 WL3 = SHARED_DATA / "wl3" / "image.ram.zst"
@@ -189,10 +190,6 @@ def test_ctrl_c_keeps_the_finished_jobs(tmp_path):
     assert [j["status"] for j in data["jobs"]] == ["ok", "not-run"]
     assert data["summary"]["interrupted"] is True
     assert segments(proc.pid) == []
-
-
-def segments(pid: int) -> list[str]:
-    return [n for n in os.listdir("/dev/shm") if n.startswith(f"mfd-{pid}-")]
 
 
 def test_best_by_bytes_stays_within_the_time_budget():

@@ -9,7 +9,6 @@ connects to any other address.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,99 +22,27 @@ pytest.importorskip("distributed", reason="the cluster extra: pip install 'multi
 
 from engine.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PEER, main  # noqa: E402
 from engine.report.schema import load_report  # noqa: E402
+from engine.sweep.loopback import HOST, LoopbackCluster  # noqa: E402
+from test_interrupt import children_of, own_segments as segments  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
 
 
-def _dask(*args: str) -> list[str]:
-    """The `dask` command of this Python's environment."""
-    return [str(Path(sys.executable).with_name("dask")), *args]
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
-def segments(pid: int) -> list[str]:
-    return [n for n in os.listdir("/dev/shm") if n.startswith(f"mfd-{pid}-")]
-
-
-class LocalCluster:
-    """`dask scheduler` and two `dask worker` processes on 127.0.0.1."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: list[subprocess.Popen] = []
-        scheduler_file = tmp / "scheduler.json"
-        self.scheduler = self._start(_dask("scheduler", "--host", HOST, "--port", "0",
-                                           "--no-dashboard", "--dashboard-address", f"{HOST}:0",
-                                           "--scheduler-file", str(scheduler_file)),
-                                     "scheduler")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not scheduler_file.is_file():
-            time.sleep(0.1)
-        time.sleep(0.2)
-        self.address = json.loads(scheduler_file.read_text())["address"]
-        assert self.address.startswith(f"tcp://{HOST}:"), self.address
-        self.nannies = [self._start(_dask("worker", self.address, "--host", HOST, "--nworkers", "1",
-                                          "--nthreads", "1", "--resources", "node=1",
-                                          "--no-dashboard", "--dashboard-address", f"{HOST}:0",
-                                          "--name", f"node-{i}"), f"worker-{i}")
-                        for i in range(2)]
-        self.wait_for_workers(2)
-
-    def _start(self, argv: list[str], name: str) -> subprocess.Popen:
-        log = open(self.tmp / f"{name}.log", "w")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def wait_for_workers(self, count: int, timeout: float = 90) -> None:
-        from distributed import Client
-
-        with Client(self.address, timeout=30, set_as_default=False) as client:
-            client.wait_for_workers(count, timeout=timeout)
-
-    def worker_processes(self) -> list[int]:
-        """The processes under each nanny: the worker that runs tasks (and its helpers)."""
-        return [pid for nanny in self.nannies for pid in children(nanny.pid)]
-
-    def busy_worker(self, timeout: float = 60) -> int:
-        """A worker process running a job (its engine's shared memory exists)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for pid in self.worker_processes():
-                if len(segments(pid)) >= 3:
-                    return pid
-            time.sleep(0.05)
-        raise AssertionError("no worker started a job")
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def busy_worker(cluster: LoopbackCluster, timeout: float = 60) -> int:
+    """A worker process (under a nanny) running a job: its engine's shared memory exists."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in (p for nanny in cluster.nannies for p in children_of(nanny.pid)):
+            if len(segments(pid)) >= 3:
+                return pid
+        time.sleep(0.05)
+    raise AssertionError("no worker started a job")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dask")
-    started = LocalCluster(tmp)
+    started = LoopbackCluster(tmp, workers=2)
     try:
         yield started
     finally:
@@ -156,14 +83,14 @@ def test_cluster_runs_every_job_with_the_local_results(cluster, tmp_path, capsys
 
 
 def test_a_worker_killed_mid_job_is_retried_not_lost(cluster, tmp_path):
-    path = sweep_file(tmp_path, '[base.run]\nrounds = 12\n[base.workload]\nsize = "32MiB"\n'
+    path = sweep_file(tmp_path, '[base.run]\nrounds = 6\n[base.workload]\nsize = "16MiB"\n'
                       '[base.migration]\nchannels = 1\n[matrix]\nworkload.seed = [1, 2]\n')
     report = tmp_path / "r.json"
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "sweep", str(path), "--cluster",
                              cluster.address, "--json", str(report), "-q"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        victim = cluster.busy_worker()
+        victim = busy_worker(cluster)
         os.kill(victim, signal.SIGKILL)      # the node's worker dies mid-job; its nanny restarts it
         out, err = proc.communicate(timeout=180)
     finally:
@@ -195,7 +122,7 @@ def test_ctrl_c_cancels_running_jobs_and_keeps_finished_ones(cluster, tmp_path):
     try:
         finished = [proc.stdout.readline(), proc.stdout.readline()]   # -v: the two short jobs
         assert [line[:5] for line in finished] == ["[1/4]", "[2/4]"], finished + [proc.stderr.read()]
-        busy = cluster.busy_worker()
+        busy = busy_worker(cluster)
         time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)   # Ctrl-C on the machine that runs `sweep`
         out, err = proc.communicate(timeout=60)
