@@ -28,13 +28,14 @@ from test_interrupt import children_of, own_segments as segments  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def busy_worker(cluster: LoopbackCluster, timeout: float = 60) -> int:
-    """A worker process (under a nanny) running a job: its engine's shared memory exists."""
+def busy_worker(cluster: LoopbackCluster, timeout: float = 60) -> tuple[int, int]:
+    """(Dask worker process, its job's process) of a job under way: its shared memory exists."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for pid in (p for nanny in cluster.nannies for p in children_of(nanny.pid)):
-            if len(segments(pid)) >= 3:
-                return pid
+        for worker in (p for nanny in cluster.nannies for p in children_of(nanny.pid)):
+            for job in children_of(worker):
+                if len(segments(job)) >= 3:
+                    return worker, job
         time.sleep(0.05)
     raise AssertionError("no worker started a job")
 
@@ -90,7 +91,7 @@ def test_a_worker_killed_mid_job_is_retried_not_lost(cluster, tmp_path):
                              cluster.address, "--json", str(report), "-q"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        victim = busy_worker(cluster)
+        victim, job_process = busy_worker(cluster)
         os.kill(victim, signal.SIGKILL)      # the node's worker dies mid-job; its nanny restarts it
         out, err = proc.communicate(timeout=180)
     finally:
@@ -105,10 +106,10 @@ def test_a_worker_killed_mid_job_is_retried_not_lost(cluster, tmp_path):
     assert job["attempts"] == 2 and job["retried"] is True and len(job["workers"]) == 2
     assert job["report"]["totals"]["verified"] is True
     cluster.wait_for_workers(2)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and segments(victim):
+    deadline = time.monotonic() + 10          # the orphaned job stopped and released its memory
+    while time.monotonic() < deadline and segments(job_process):
         time.sleep(0.1)
-    assert segments(victim) == [], "the killed worker's shared memory was not reclaimed"
+    assert segments(job_process) == [], "the killed worker's job left its shared memory"
 
 
 def test_ctrl_c_cancels_running_jobs_and_keeps_finished_ones(cluster, tmp_path):
@@ -122,7 +123,7 @@ def test_ctrl_c_cancels_running_jobs_and_keeps_finished_ones(cluster, tmp_path):
     try:
         finished = [proc.stdout.readline(), proc.stdout.readline()]   # -v: the two short jobs
         assert [line[:5] for line in finished] == ["[1/4]", "[2/4]"], finished + [proc.stderr.read()]
-        busy = busy_worker(cluster)
+        _, busy = busy_worker(cluster)
         time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)   # Ctrl-C on the machine that runs `sweep`
         out, err = proc.communicate(timeout=60)

@@ -7,7 +7,8 @@ ModuleNotFoundError, which the command turns into that hint.
 - Each job is one task asking for the worker resource ``node=1``: with every
   worker started ``--resources node=1`` (one per node), two jobs never share
   a node's cores and ``/dev/shm``.  On its node a task runs the engine as
-  ``run`` does (worker processes, shared memory, the C codec).
+  ``run`` does (worker processes, shared memory, the C codec), in a process
+  of its own (``engine.sweep.node``).
 - Images are read from the path the sweep names, which every node must see;
   a node that cannot read it fails that job (its ``ConfigError``), no other.
 - A task sends back the job's ``JobResult``: the same run report JSON.
@@ -16,22 +17,29 @@ ModuleNotFoundError, which the command turns into that hint.
   and a task that raised an error worth retrying runs again up to
   ``sweep.retries`` times (``retries=``).  Every start of a task is logged as
   a Dask event (topic ``TOPIC``), so the report knows which jobs ran twice.
-- Ctrl-C: the queued tasks are cancelled, and the running ones stop at their
-  next progress call, when they see the sweep's cancel ``Event``.
+- Ctrl-C: the queued tasks are cancelled, and the running ones see the
+  sweep's cancel ``Event`` within half a second and interrupt their job.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from distributed import Client, Event, get_worker
 
 from engine.errors import EngineError
 from engine.ram import remove_stale_segments
-from engine.sweep.job import ERROR, NOT_RUN, JobCancelled, JobResult, describe, run_job
+from engine.sweep.job import ERROR, NOT_RUN, JobResult, describe
 from engine.sweep.outcome import Observer, SweepOutcome, Unobserved
 from engine.sweep.spec import Job, Sweep
 
@@ -40,7 +48,7 @@ NODE = {"node": 1}                  # the worker resource each job asks for
 CONNECT_SECONDS = 10.0              # to reach the scheduler
 WORKER_WAIT_SECONDS = 30.0          # for a worker offering `node` to join
 CANCEL_POLL_SECONDS = 0.5           # a running task checks the cancel event this often
-STOP_WAIT_SECONDS = 15.0            # Ctrl-C: wait this long for running tasks to stop
+STOP_WAIT_SECONDS = 15.0            # Ctrl-C: wait this long for running jobs to stop
 _POLL_SECONDS = 0.1
 
 
@@ -50,38 +58,65 @@ class ClusterUnavailable(EngineError):
 
 # ---- on a node ------------------------------------------------------------
 
-class _CancelCheck:
-    """run_batch's progress hook on a node: raises JobCancelled once the sweep is cancelled."""
-
-    def __init__(self, event: Event) -> None:
-        self.event = event
-        self._checked = time.monotonic()
-
-    def __call__(self, round_index: int, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self._checked >= CANCEL_POLL_SECONDS:
-            self._checked = now
-            if self.event.is_set():
-                raise JobCancelled("the sweep was interrupted")
+class JobProcessFailed(EngineError):
+    """The job's process on the node failed in a way worth a retry (Dask ``retries=``)."""
 
 
 def run_task(job: Job, sweep_id: str) -> JobResult:
-    """One job as one Dask task, on the node it landed on."""
+    """One job as one Dask task, on the node it landed on (in a process of its own:
+    ``engine.sweep.node`` says why)."""
     worker = get_worker()
     attempt = uuid.uuid4().hex
     note = {"sweep": sweep_id, "job": job.index, "attempt": attempt, "worker": worker.address}
     worker.log_event(TOPIC, {**note, "event": "start"})
     try:
-        remove_stale_segments()         # left by an engine on this node whose worker was killed
-        try:
-            result = run_job(job, progress=_CancelCheck(Event(f"{sweep_id}-cancel")),
-                             raise_transient=True)
-        except JobCancelled:
-            result = JobResult(job.index, NOT_RUN, error="cancelled: the sweep was interrupted")
+        remove_stale_segments()         # left by a job process on this node that was killed
+        result = _run_in_process(job, Event(f"{sweep_id}-cancel"))
         result.workers = [worker.address]
         return result
     finally:
         worker.log_event(TOPIC, {**note, "event": "end"})
+
+
+def _run_in_process(job: Job, cancel: Event) -> JobResult:
+    proc = subprocess.Popen([sys.executable, "-m", "engine.sweep.node"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = _wait(proc, json.dumps(dataclasses.asdict(job)), cancel)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if out is None:
+        return JobResult(job.index, NOT_RUN, error="cancelled: the sweep was interrupted")
+    try:
+        data = json.loads(out)
+    except ValueError:
+        last = err.strip().splitlines()[-1] if err.strip() else f"exit status {proc.returncode}"
+        raise JobProcessFailed(f"job {job.index}: its process ended without a result: {last}") from None
+    if "transient" in data:
+        raise JobProcessFailed(f"job {job.index}: {data['transient']}")
+    return JobResult(**{k: v for k, v in data.items() if k != "retried"})
+
+
+def _wait(proc: subprocess.Popen, job_text: str, cancel: Event) -> tuple[str | None, str]:
+    """(stdout, stderr) of the job process; (None, "") when the sweep was cancelled first."""
+    reader = ThreadPoolExecutor(1)
+    output = reader.submit(proc.communicate, job_text)
+    try:
+        while True:
+            try:
+                return output.result(timeout=CANCEL_POLL_SECONDS)
+            except FutureTimeout:
+                if cancel.is_set():
+                    proc.send_signal(signal.SIGINT)      # the job stops as `run` does on Ctrl-C
+                    try:
+                        output.result(timeout=STOP_WAIT_SECONDS)
+                    except FutureTimeout:
+                        pass
+                    return None, ""
+    finally:
+        reader.shutdown(wait=False)
 
 
 # ---- on the machine that runs `sweep` -----------------------------------------

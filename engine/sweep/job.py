@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from engine.errors import ConfigError, EngineError, ReportError, VerifyError, WireError
+from engine.errors import ConfigError, ReportError, VerifyError, WireError
 from engine.sweep.spec import Job
 
 OK, VERIFY_FAILED, ERROR, NOT_RUN = "ok", "verify-failed", "error", "not-run"
@@ -24,10 +24,6 @@ OK, VERIFY_FAILED, ERROR, NOT_RUN = "ok", "verify-failed", "error", "not-run"
 DETERMINISTIC = (ConfigError, WireError, VerifyError, ReportError)
 
 Progress = Callable[[int, int, int], None]   # run_batch's: (round, packets done, packets in round)
-
-
-class JobCancelled(EngineError):
-    """The sweep was interrupted while this job ran (raised from its progress hook)."""
 
 
 @dataclass
@@ -53,7 +49,7 @@ class JobResult:
 
 def run_job(job: Job, *, progress: Progress | None = None,
             raise_transient: bool = False) -> JobResult:
-    """Run ``job`` and return its result; KeyboardInterrupt and JobCancelled propagate.
+    """Run ``job`` and return its result; KeyboardInterrupt propagates.
 
     ``raise_transient``: errors not in ``DETERMINISTIC`` (a worker process
     killed, shared memory full, a library failing) are raised, so that a
@@ -66,8 +62,6 @@ def run_job(job: Job, *, progress: Progress | None = None,
     host = f"{socket.gethostname()} pid {os.getpid()}"
     try:
         report = run_batch(Config.from_dict(job.config), progress=progress)
-    except JobCancelled:
-        raise
     except Exception as exc:
         if raise_transient and not isinstance(exc, DETERMINISTIC):
             raise

@@ -2,7 +2,10 @@
 
 ``dask scheduler`` and ``dask worker`` processes started as the docs tell
 a cluster's owner to (``--resources node=1 --nworkers 1 --nthreads 1``),
-each in its own session, stopped through their own PIDs.  Every listener
+stopped through their own PIDs.  They stay in the caller's session: with
+Linux's autogroup scheduling a new session is a CPU group of its own, and
+on a busy machine its jobs ran 2-4 times slower than the caller's, which
+would skew any comparison with local runs.  Every listener
 is bound to 127.0.0.1: the Dask protocol (``--host``) and the HTTP
 endpoint a scheduler and a worker open even without a dashboard
 (``--dashboard-address``).
@@ -43,8 +46,7 @@ class LoopbackCluster:
 
     def _start(self, argv: list[str], name: str) -> subprocess.Popen:
         with open(self.directory / f"{name}.log", "w") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
 
