@@ -203,3 +203,11 @@ def test_best_by_bytes_stays_within_the_time_budget():
     assert (best.fastest, best.fewest_bytes_within_budget) == (0, 1)
     assert [p.index for p in pareto_front(points(data))] == [0, 1, 2, 3]
     assert best_per_guest(points(data), 1.3)[0].fewest_bytes_within_budget == 2
+
+
+def test_cluster_without_dask_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)      # import distributed fails
+    monkeypatch.delitem(sys.modules, "engine.sweep.cluster", raising=False)
+    path = write(tmp_path, SMALL + '[matrix]\nmigration.method = ["zstd"]\n')
+    assert main(["sweep", str(path), "--cluster", "tcp://127.0.0.1:8786"]) == EXIT_USAGE
+    assert "pip install 'multifd-engine[cluster]'" in capsys.readouterr().err

@@ -49,7 +49,8 @@ CONNECT_SECONDS = 10.0              # to reach the scheduler
 WORKER_WAIT_SECONDS = 30.0          # for a worker offering `node` to join
 CANCEL_POLL_SECONDS = 0.5           # a running task checks the cancel event this often
 STOP_WAIT_SECONDS = 15.0            # Ctrl-C: wait this long for running jobs to stop
-_POLL_SECONDS = 0.1
+_POLL_SECONDS = 0.1                 # the client looks for finished tasks this often
+_SHOW_SECONDS = 0.5                 # and asks which jobs run where this often (progress line)
 
 
 class ClusterUnavailable(EngineError):
@@ -191,6 +192,7 @@ def _run(client: Client, sweep: Sweep, address: str, observer: Observer) -> Swee
                              resources=NODE, retries=sweep.settings.retries, pure=False): job
                for job in sweep.jobs}
     pending = set(futures)
+    shown = 0.0
     try:
         while pending:
             done = {f for f in pending if f.done()}
@@ -199,8 +201,10 @@ def _run(client: Client, sweep: Sweep, address: str, observer: Observer) -> Swee
                 job = futures[future]
                 results[job.index] = _result_of(future, job, attempts)
                 observer.finished(job, results[job.index])
-            if not done:
+            if time.monotonic() - shown >= _SHOW_SECONDS:
+                shown = time.monotonic()
                 _show_running(observer, sweep, attempts, client)
+            if not done:
                 time.sleep(_POLL_SECONDS)
     except KeyboardInterrupt:
         outcome.interrupted = True
