@@ -195,9 +195,12 @@ def _run(client: Client, sweep: Sweep, address: str, observer: Observer) -> Swee
     shown = 0.0
     try:
         while pending:
-            if client.status in ("closing", "closed"):
-                raise ClusterUnavailable(f"lost the Dask scheduler at {address} with "
-                                         f"{len(pending)} job(s) unfinished")
+            if client.status in ("closing", "closed"):     # the scheduler is gone for good
+                for future in pending:
+                    job = futures[future]
+                    results[job.index] = JobResult(job.index, ERROR,
+                                                   error=f"lost the Dask scheduler at {address}")
+                break
             done = {f for f in pending if f.done()}
             pending -= done
             for future in sorted(done, key=lambda f: futures[f].index):
