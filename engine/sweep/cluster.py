@@ -216,8 +216,9 @@ def _run(client: Client, sweep: Sweep, address: str, observer: Observer) -> Swee
         outcome.interrupted = True
         _stop(client, sweep_id, pending, attempts)
     outcome.seconds = time.perf_counter() - started
-    _final_attempts(client, attempts, results)
-    client.unsubscribe_topic(TOPIC)
+    if client.status == "running":
+        _final_attempts(client, attempts, results)
+        client.unsubscribe_topic(TOPIC)
     return outcome
 
 
