@@ -15,6 +15,7 @@ import pytest
 
 from engine.cli import EXIT_ENGINE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, main
 from engine.errors import ConfigError
+import engine.sweep as sweep_package
 from engine.report.schema import load_report
 from engine.sweep.report import best_per_guest, pareto_front, points
 from engine.sweep.spec import load_sweep
@@ -208,6 +209,7 @@ def test_best_by_bytes_stays_within_the_time_budget():
 def test_cluster_without_dask_says_how_to_install_it(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)      # import distributed fails
     monkeypatch.delitem(sys.modules, "engine.sweep.cluster", raising=False)
+    monkeypatch.delattr(sweep_package, "cluster", raising=False)   # an earlier import's binding
     path = write(tmp_path, SMALL + '[matrix]\nmigration.method = ["zstd"]\n')
     assert main(["sweep", str(path), "--cluster", "tcp://127.0.0.1:8786"]) == EXIT_USAGE
     assert "pip install 'multifd-engine[cluster]'" in capsys.readouterr().err

@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
     from engine.sweep.report import format_sweep, sweep_report, verdict_line, write_sweep_report
     from engine.sweep.spec import load_sweep
 
-    cluster = None
+    cluster, unavailable = None, _Never
     if args.cluster:
         try:
             from engine.sweep import cluster
@@ -42,6 +42,7 @@ def main(args: argparse.Namespace) -> int:
                 raise
             print(f"error: {CLUSTER_HINT}", file=sys.stderr)
             return EXIT_USAGE
+        unavailable = cluster.ClusterUnavailable
     sweep = load_sweep(args.sweep)
     progress = SweepProgress(sys.stderr, len(sweep.jobs), live=args.verbosity > QUIET,
                              log_stream=sys.stdout if args.verbosity >= VERBOSE else None,
@@ -51,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
             outcome = cluster.run_on_cluster(sweep, args.cluster, progress)
         else:
             outcome = run_locally(sweep, progress)
-    except _cluster_unavailable() as exc:
+    except unavailable as exc:
         print(f"connection failed: {exc}", file=sys.stderr)
         return EXIT_PEER
     finally:
@@ -68,13 +69,5 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_VERIFY if data["summary"]["verify_failed"] else EXIT_OK
 
 
-def _cluster_unavailable() -> type[Exception]:
-    try:
-        from engine.sweep.cluster import ClusterUnavailable
-    except ModuleNotFoundError:
-        return _Never
-    return ClusterUnavailable
-
-
 class _Never(Exception):
-    """Stands in for ClusterUnavailable when Dask is not installed (nothing raises it)."""
+    """Stands in for ClusterUnavailable on a local sweep (nothing raises it)."""
