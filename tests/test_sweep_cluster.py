@@ -84,7 +84,7 @@ def test_cluster_runs_every_job_with_the_local_results(cluster, tmp_path, capsys
 
 
 def test_a_worker_killed_mid_job_is_retried_not_lost(cluster, tmp_path):
-    path = sweep_file(tmp_path, '[base.run]\nrounds = 6\n[base.workload]\nsize = "16MiB"\n'
+    path = sweep_file(tmp_path, '[base.run]\nrounds = 30\n[base.workload]\nsize = "16MiB"\n'
                       '[base.migration]\nchannels = 1\n[matrix]\nworkload.seed = [1, 2]\n')
     report = tmp_path / "r.json"
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "sweep", str(path), "--cluster",
