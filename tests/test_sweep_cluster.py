@@ -152,3 +152,20 @@ def test_unreachable_scheduler_is_exit_5(tmp_path, capsys, monkeypatch):
         port = s.getsockname()[1]
     assert main(["sweep", str(path), "--cluster", f"tcp://{HOST}:{port}"]) == EXIT_PEER
     assert "cannot reach the Dask scheduler" in capsys.readouterr().err
+
+
+def test_an_image_a_node_cannot_read_fails_that_job_only(cluster, tmp_path, monkeypatch):
+    from engine.sweep.cluster import run_on_cluster
+    from engine.sweep.spec import load_sweep
+    from test_sweep import write_image
+
+    monkeypatch.chdir(tmp_path)
+    write_image(tmp_path / "a.ram", 1, 1 << 20)
+    write_image(tmp_path / "b.ram", 2, 1 << 20)
+    sweep = load_sweep(sweep_file(tmp_path, '[base.run]\nrounds = 1\n[base.migration]\nchannels = 1\n'
+                                  '[matrix]\nimages = ["a.ram", "b.ram"]\n'))
+    (tmp_path / "b.ram").unlink()            # gone after the check: the node does not see it
+    outcome = run_on_cluster(sweep, cluster.address)
+    assert [r.status for r in outcome.results] == ["ok", "error"]
+    assert "workload.image" in outcome.results[1].error and "b.ram" in outcome.results[1].error
+    assert outcome.results[1].attempts == 1           # a config error is not retried
