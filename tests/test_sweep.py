@@ -80,6 +80,7 @@ def test_images_globs_expand_and_size_is_left_out_for_images(tmp_path, monkeypat
     ('[matrix]\nmigration.method = "qpl"\n', "matrix.migration.method"),
     ('[matrix]\nmigration.method = []\n', "matrix.migration.method"),
     ('[matrix]\nmigration.channels = [1, 1]\n', "matrix.migration.channels"),
+    ('[matrix]\nmigration.channels = [[1, 2]]\n', "matrix.migration.channels"),
     ('[matrix]\nworkload.image = ["x.ram"]\n', "matrix.workload.image"),
     ('[matrix]\nstress.rounds = [1]\n', "matrix.stress.rounds"),
     ('[base.run]\nrounds = 0\n', "base.run.rounds"),

@@ -205,6 +205,8 @@ def _matrix(data: Any) -> dict[str, list[Any]]:
         if not isinstance(values, list) or not values:
             raise ConfigError(name, f"must be a non-empty list of values, got {values!r}")
         for value in values:
+            if isinstance(value, (list, dict)):
+                raise ConfigError(name, f"each value must be a number, string or boolean, got {value!r}")
             if values.count(value) > 1:
                 raise ConfigError(name, f"{value!r} is listed twice")
         matrix[key] = _images(values) if key == "images" else values
