@@ -91,7 +91,8 @@ def _sweep_rows(r: dict[str, Any]) -> list[Row]:
     for job in r["jobs"]:
         label = f"{job['guest']} | {job['method']}" + (f", {job['setting']}" if job["setting"] else "")
         if job["report"] is None:
-            rows.append(Row(label=label, kind="sweep", method=job["method"], verified=False))
+            rows.append(Row(label=label, kind="sweep", method=job["method"],
+                            verified=None if job["status"] == "not-run" else False))
             continue
         row = _run_rows(job["report"])[0]
         row.label, row.kind = label, "sweep"
