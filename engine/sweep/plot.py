@@ -66,22 +66,45 @@ def _guest_panel(ax: Any, guest: str, group: list[Point], budget: float) -> None
     front = pareto_front(group)
     ax.plot([p.seconds for p in front], [p.wire_bytes / _MB for p in front], color="black",
             linestyle="--", linewidth=1, drawstyle="steps-post", zorder=1)
-    for rank, p in enumerate(sorted(ok, key=lambda p: p.seconds)):
+    y_max = max(p.wire_bytes for p in ok) / _MB * 1.15
+    for p in ok:
         ax.scatter(p.seconds, p.wire_bytes / _MB, s=60, color=_METHOD_COLOURS.get(p.method, _OTHER),
                    edgecolor="black" if p in front else "none", linewidth=0.8, zorder=3)
-        # neighbours in time alternate above and below their point, so close labels do not collide
-        ax.annotate(p.name, (p.seconds, p.wire_bytes / _MB), xytext=(5, 5 if rank % 2 else -11),
-                    textcoords="offset points", fontsize=7, color="#333333")
+    _label_points(ax, sorted(ok, key=lambda p: p.seconds), x_max, y_max)
     ax.scatter(fastest.seconds, fastest.wire_bytes / _MB, s=260, facecolor="none",
                edgecolor="#d62728", linewidth=2, zorder=4)
     ax.scatter(frugal.seconds, frugal.wire_bytes / _MB, s=420, marker="D", facecolor="none",
                edgecolor="#2ca02c", linewidth=2, zorder=4)
     ax.set_xlim(0, x_max)
-    ax.set_ylim(0, max(p.wire_bytes for p in ok) / _MB * 1.15)
+    ax.set_ylim(0, y_max)
     ax.set_xlabel("seconds to send all rounds (less is faster)")
     ax.set_ylabel("MB on the wire (less is smaller)")
     ax.grid(alpha=0.3)
     _failed_note(ax, group)
+
+
+def _label_points(ax: Any, ordered: list[Point], x_max: float, y_max: float) -> None:
+    """Each point's name beside it, at the first nearby spot no earlier label covers."""
+    box = ax.get_position()
+    width = box.width * ax.figure.get_figwidth() * 72          # the axes in points
+    height = box.height * ax.figure.get_figheight() * 72
+    taken: list[tuple[float, float, float, float]] = []
+    for p in ordered:
+        x, y = p.seconds / x_max * width, p.wire_bytes / _MB / y_max * height
+        size = 4.0 * len(p.name)                                 # fontsize 7: ~4 pt a character
+        spots = [(dx, dy) for dy in (4, -12, 14, -22, 24, -32) for dx in (6, -6 - size)]
+        rects = [(x + dx, y + dy, x + dx + size, y + dy + 9) for dx, dy in spots]
+        free = [i for i, r in enumerate(rects) if not any(_overlap(r, t) for t in taken)]
+        i = free[0] if free else 0
+        taken.append(rects[i])
+        far = i >= 2                                             # a leader line says whose label
+        ax.annotate(p.name, (p.seconds, p.wire_bytes / _MB), xytext=spots[i],
+                    textcoords="offset points", fontsize=7, color="#333333",
+                    arrowprops={"arrowstyle": "-", "color": "#aaaaaa", "lw": 0.6} if far else None)
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _failed_note(ax: Any, group: list[Point]) -> None:
