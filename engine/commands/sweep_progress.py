@@ -51,8 +51,8 @@ class SweepProgress:
 
     def running(self, labels: list[str]) -> None:
         """Cluster: the jobs under way now."""
-        self.current = (f"{len(labels)} running: {labels[0]}" + (" ..." if len(labels) > 1 else "")
-                        if labels else "")
+        more = f" (+{len(labels) - 1} more)" if len(labels) > 1 else ""
+        self.current = labels[0] + more if labels else ""
         self._draw(force=True)
 
     # ---- the line ------------------------------------------------------
