@@ -25,8 +25,8 @@ START_SECONDS = 90.0
 
 
 def dask_command(*args: str) -> list[str]:
-    """The ``dask`` command of this Python's environment."""
-    return [str(Path(sys.executable).with_name("dask")), *args]
+    """The ``dask`` command of this Python (``python -m dask``: found wherever pip put scripts)."""
+    return [sys.executable, "-m", "dask", *args]
 
 
 class LoopbackCluster:
