@@ -169,3 +169,13 @@ def test_an_image_a_node_cannot_read_fails_that_job_only(cluster, tmp_path, monk
     assert [r.status for r in outcome.results] == ["ok", "error"]
     assert "workload.image" in outcome.results[1].error and "b.ram" in outcome.results[1].error
     assert outcome.results[1].attempts == 1           # a config error is not retried
+
+
+def test_a_scheduler_without_node_workers_says_how_to_start_them(tmp_path, capsys, monkeypatch):
+    from engine.sweep import cluster as executor
+
+    monkeypatch.setattr(executor, "WORKER_WAIT_SECONDS", 1.0)
+    path = sweep_file(tmp_path, '[matrix]\nmigration.method = ["zstd"]\n')
+    with LoopbackCluster(tmp_path, workers=0) as empty:
+        assert main(["sweep", str(path), "--cluster", empty.address]) == EXIT_PEER
+    assert "--resources node=1" in capsys.readouterr().err

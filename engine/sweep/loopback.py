@@ -39,7 +39,8 @@ class LoopbackCluster:
             self.scheduler = self._start_scheduler()
             self.address = self._address()
             self.nannies = [self.start_worker(f"node-{i}") for i in range(workers)]
-            self.wait_for_workers(workers)
+            if workers:
+                self.wait_for_workers(workers)
         except BaseException:
             self.stop()
             raise
