@@ -11,6 +11,7 @@ import pytest
 from engine.config import Config, load_config
 from engine.errors import ConfigError
 from engine.report.schema import COMMON, KINDS
+from engine.sweep.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -56,15 +57,17 @@ def test_config_reference_defaults_are_the_default_config():
 @pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.toml")), ids=lambda p: p.name)
 def test_every_ready_config_is_valid(path, monkeypatch):
     monkeypatch.chdir(ROOT)     # relative image paths are relative to the repository root
+    sweep = "[matrix]" in path.read_text()
     try:
-        config = load_config(path)
+        config = load_sweep(path).jobs[0].config if sweep else load_config(path)
     except ConfigError as exc:
-        if exc.key == "workload.image" and not (ROOT / ".." / "shared" / "data").is_dir():
+        if (exc.key in ("workload.image", "matrix.images")
+                and not (ROOT / ".." / "shared" / "data").is_dir()):
             pytest.skip(f"{path.name} runs on ../shared/data, which is not beside this checkout")
         raise
     text = path.read_text()
     assert text.startswith("#") and text.count("#") >= 10, f"{path.name} needs its comments"
-    assert config.migration.method
+    assert (config["migration"]["method"] if sweep else config.migration.method)
 
 
 def test_report_schema_tables_match_the_code():
@@ -108,6 +111,9 @@ def test_library_snippets_run_as_scripts(tmp_path):
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "default.toml").write_text(
         '[run]\nrounds = 2\n[workload]\nsize = "2MiB"\n[migration]\nchannels = 2\n')
+    (tmp_path / "config" / "sweep-synthetic.toml").write_text(
+        '[base.run]\nrounds = 2\n[base.workload]\nsize = "2MiB"\n'
+        '[matrix]\nmigration.method = ["none", "qpl"]\n')
     pattern = (bytes(range(256)) * 16 + bytes(4096)) * 128            # 1 MiB: data and zero pages
     (tmp_path / "guest.ram").write_bytes(pattern)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -118,18 +124,31 @@ def test_library_snippets_run_as_scripts(tmp_path):
                                 capture_output=True, timeout=180)
         assert result.returncode == 0, f"snippet {i}:\n{code}\n{result.stderr}"
     assert (tmp_path / "run.json").is_file()
+    assert (tmp_path / "sweep.json").is_file()
 
 
-def test_toml_snippets_are_valid_configs(monkeypatch):
+def test_toml_snippets_are_valid_configs(monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)
     for page in DOCS.glob("*.md"):
         for text in _blocks(page, "toml"):
+            if re.search(r"^\[matrix\]", text, flags=re.M):
+                _check_sweep_snippet(text, tmp_path / "sweep.toml")
+                continue
             try:
                 Config.from_dict(tomllib.loads(text))
             except ConfigError as exc:
                 if exc.key == "workload.image" and not (ROOT / ".." / "shared" / "data").is_dir():
                     continue        # a snippet on ../shared/data, which is not beside this checkout
                 raise
+
+
+def _check_sweep_snippet(text: str, path: Path) -> None:
+    """A sweep file, loaded as `sweep` loads it; its image globs are examples of
+    a fleet not on this machine, so they become the synthetic guest."""
+    from engine.sweep.spec import load_sweep
+
+    path.write_text(re.sub(r"^images = \[.*\]", 'images = ["synthetic"]', text, flags=re.M))
+    assert load_sweep(path).jobs
 
 
 def test_ci_runs_the_readme_test_command():

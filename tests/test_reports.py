@@ -199,6 +199,8 @@ def test_report_command_rejects_a_file_that_is_not_a_report(tmp_path, capsys):
 
 def test_plot_without_matplotlib_is_a_clear_hint(report_files, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)     # import matplotlib now fails
+    for name in [n for n in sys.modules if n.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)               # also when an earlier test drew
     monkeypatch.delitem(sys.modules, "engine.report.plot", raising=False)
     assert main(["report", report_files[0], "--plot", str(tmp_path / "x.png")]) == EXIT_USAGE
     assert "pip install 'multifd-engine[plot]'" in capsys.readouterr().err

@@ -15,7 +15,7 @@ PLOT_HINT = "plotting needs matplotlib: pip install 'multifd-engine[plot]'"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="print reports (run, send, recv, bench, stress JSON) as "
+    p = sub.add_parser("report", help="print reports (run, send, recv, bench, stress, sweep JSON) as "
                        "tables, or draw them with --plot")
     p.add_argument("reports", nargs="+", metavar="REPORT.json",
                    help="reports written with --json (several: compared side by side)")
@@ -47,8 +47,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"wrote {args.plot}")
         return EXIT_OK
     with _malformed(args.reports):
-        text = format_details(reports[0][1], reports[0][0]) + "\n\n" if len(reports) == 1 else ""
-        text += format_comparison(all_rows(reports))
+        text = format_details(reports[0][1], reports[0][0]) if len(reports) == 1 else ""
+        if len(reports) > 1 or reports[0][1]["kind"] != "sweep":   # a sweep's details compare already
+            text += ("\n\n" if text else "") + format_comparison(all_rows(reports))
     print(text)
     return EXIT_OK
 

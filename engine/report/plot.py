@@ -11,6 +11,8 @@ What is drawn:
   over time, where a packet's time went (zero scan, compress, write), and
   the time of each precopy round;
 - one stress report: faults injected and survived per kind;
+- one sweep report: time against bytes on the wire, one point per job, per
+  guest (``engine.sweep.plot``);
 - one bench report, or several reports: the measured things side by side
   (time, bytes on the wire, throughput; a bench's ratios against their
   goals).
@@ -45,6 +47,9 @@ def plot_reports(reports: Sequence[tuple[str, dict[str, Any]]], out: str | os.Pa
         figure = _run_figure(reports[0][1])
     elif len(reports) == 1 and reports[0][1]["kind"] == "stress":
         figure = _stress_figure(reports[0][1])
+    elif len(reports) == 1 and reports[0][1]["kind"] == "sweep":
+        from engine.sweep.plot import sweep_figure
+        figure = sweep_figure(reports[0][1])
     else:
         bench = reports[0][1] if len(reports) == 1 and reports[0][1]["kind"] == "bench" else None
         figure = _comparison_figure(all_rows(list(reports)), bench)

@@ -1,9 +1,10 @@
-"""The one JSON schema of every report: run, receive, bench, stress and relay.
+"""The one JSON schema of every report: run, receive, bench, stress, relay and sweep.
 
 Every report file is a JSON object with the common fields (``COMMON``:
 what wrote it, when, on which machine, with which config) and the fields
-of its ``kind`` (``KINDS``).  ``docs/reports.md`` documents the same
-tables (a test keeps them equal).  ``load_report`` reads a file back and
+of its ``kind`` (``KINDS``); a sweep report holds a whole run report per
+job (``NESTED``).  ``docs/reports.md`` documents the same tables (a test
+keeps them equal).  ``load_report`` reads a file back and
 checks it: a file that is not JSON, not one of ours, of a schema version
 or kind this engine does not read, or with a field missing or of the
 wrong type is a ``ReportError`` naming the file and the field.
@@ -45,7 +46,7 @@ COMMON = (
     Field("schema", "str", f'always "{SCHEMA}": marks the file as one of ours'),
     Field("schema_version", "int", f"{SCHEMA_VERSION} (2: before `qemu`); a reader refuses versions "
           "it does not know"),
-    Field("kind", "str", '"run", "receive", "bench", "stress" or "relay": which fields follow'),
+    Field("kind", "str", '"run", "receive", "bench", "stress", "relay" or "sweep": which fields follow'),
     Field("engine_version", "str", "the multifd-engine version that wrote it"),
     Field("created", "str", "when, ISO 8601 UTC"),
     Field("machine", "object", "cores, cpu_model, python, platform, codec {name, compress, "
@@ -129,6 +130,18 @@ KINDS: dict[str, tuple[Field, ...]] = {
         Field("unexpected_errors", "list", "errors no injected fault explains (must be empty)"),
         Field("ok", "bool", "the verdict"),
     ),
+    "sweep": (
+        Field("sweep", "str", "the sweep's name (sweep.name, else the file's)"),
+        Field("file", "str", "the sweep file"),
+        Field("executor", "str", '"local", or the Dask scheduler the jobs ran on'),
+        Field("matrix", "object", "the matrix as run: key -> values, images expanded to files"),
+        Field("jobs", "list", "per job: index, guest, method, setting, axes, status (ok, "
+              "verify-failed, error, not-run), error, report (its run report, or null), seconds, "
+              "host, attempts, workers, retried"),
+        Field("summary", "object", "jobs, ok, verify_failed, errors, not_run, retried (job "
+              "indices), interrupted, seconds, time_budget, best per guest [{guest, fastest, "
+              "fewest_bytes_within_budget, budget_seconds}]"),
+    ),
 }
 
 # fields every entry of these lists must have (the report command reads them)
@@ -140,7 +153,14 @@ ITEMS: dict[tuple[str, str], tuple[Field, ...]] = {
                             Field("seconds", "number", "")),
     ("bench", "cases"): (Field("name", "str", ""), Field("median_seconds", "number", "")),
     ("bench", "ratios"): (Field("name", "str", ""), Field("value", "number", "")),
+    ("sweep", "jobs"): tuple(Field(name, kind, "") for name, kind in (
+        ("index", "int"), ("guest", "str"), ("method", "str"), ("setting", "str"),
+        ("status", "str"), ("error", "str or null"), ("attempts", "int"),
+        ("report", "object or null"))),
 }
+
+# list entries whose field is itself a whole report (checked as one)
+NESTED: dict[tuple[str, str], str] = {("sweep", "jobs"): "report"}
 
 # fields an object-valued field must have when it is not null
 OBJECTS: dict[tuple[str, str], tuple[Field, ...]] = {
@@ -158,6 +178,10 @@ OBJECTS: dict[tuple[str, str], tuple[Field, ...]] = {
     ("run", "qemu"): tuple(Field(name, kind, "", since=3) for name, kind in (
         ("status", "str"), ("total-time", "int"), ("setup-time", "int"), ("downtime", "int"),
         ("ram", "object"))),
+    ("sweep", "summary"): tuple(Field(name, kind, "") for name, kind in (
+        ("jobs", "int"), ("ok", "int"), ("verify_failed", "int"), ("errors", "int"),
+        ("not_run", "int"), ("retried", "list"), ("interrupted", "bool"), ("seconds", "number"),
+        ("time_budget", "number"), ("best", "list"))),
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -285,6 +309,9 @@ def validate(data: Any, path: str = "<report>") -> dict[str, Any]:
                     raise ReportError(f"must be an object, got {_type_name(entry)}", path=path,
                                       field=f"{list_name}[{i}]")
                 _check_fields(entry, fields, path, f"{list_name}[{i}].", version)
+                inner = NESTED.get((item_kind, list_name))
+                if inner and entry[inner] is not None:
+                    validate(entry[inner], f"{path}: {list_name}[{i}].{inner}")
     return data
 
 

@@ -1,6 +1,6 @@
 """Reports side by side, as rows a person compares: the ``report`` command's tables.
 
-Every kind of report (run, receive, bench, stress, relay) becomes one or more
+Every kind of report (run, receive, bench, stress, relay, sweep) becomes one or more
 ``Row``s with the same columns, in the units QEMU users read: pages, MB
 (10^6 bytes), MB/s of guest RAM, compression ratio, and round times in
 milliseconds.  ``format_details`` prints one report in full,
@@ -20,7 +20,7 @@ _MB = 1e6
 
 @dataclass
 class Row:
-    """One thing measured: a run, a received migration, a bench case or a stress run."""
+    """One thing measured: a run, a received migration, a bench case, a stress run or a sweep's job."""
 
     label: str
     kind: str
@@ -95,8 +95,22 @@ def _relay_rows(r: dict[str, Any]) -> list[Row]:
                 wire_bytes=t["bytes_out"], seconds=r["seconds"])]
 
 
+def _sweep_rows(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    for job in r["jobs"]:
+        label = f"{job['guest']} | {job['method']}" + (f", {job['setting']}" if job["setting"] else "")
+        if job["report"] is None:
+            rows.append(Row(label=label, kind="sweep", method=job["method"],
+                            verified=None if job["status"] == "not-run" else False))
+            continue
+        row = _run_rows(job["report"])[0]
+        row.label, row.kind = label, "sweep"
+        rows.append(row)
+    return rows
+
+
 _ROWS = {"run": _run_rows, "receive": _receive_rows, "bench": _bench_rows, "stress": _stress_rows,
-         "relay": _relay_rows}
+         "relay": _relay_rows, "sweep": _sweep_rows}
 
 
 def all_rows(reports: list[tuple[str, dict[str, Any]]]) -> list[Row]:
@@ -145,6 +159,9 @@ def format_details(report: dict[str, Any], path: str) -> str:
         lines += _bench_lines(report)
     elif kind == "relay":
         lines.append(format_comparison(rows_of(report)))
+    elif kind == "sweep":
+        from engine.sweep.report import format_sweep
+        lines.append(format_sweep(report))
     else:
         lines += _stress_lines(report)
     return "\n".join(lines)
