@@ -324,10 +324,15 @@ def _overlapped_round(engine: Engine, receiver: Receiver, receiving: ThreadPoolE
     received.add_done_callback(lambda f: f.exception() and [s.close() for s in sources])
     try:
         sent = engine.send(batch, round_index=index, progress=progress)
-    except BaseException:
+    except BaseException as exc:
+        # The receiver's error is the cause only if it came first (the sender
+        # then failed writing to the ends it closed).  Once the sinks close
+        # below, the receiver fails in any case, with "channel ended": that
+        # must not hide the sender's own error, nor Ctrl-C or SIGTERM.
+        receiver_failed_first = received.done() and received.exception() is not None
         for sink in engine.sinks:
             sink.close()                # the receiver sees the channels end
-        if received.exception() is not None:
-            raise received.exception() from None    # the cause, not the closed channel
+        if receiver_failed_first and isinstance(exc, Exception):
+            raise received.exception() from None
         raise
     return sent, received.result()

@@ -134,6 +134,20 @@ def test_a_failing_receiver_stops_an_overlapped_round(monkeypatch):
         run_batch(small_config(migration={"method": "none", "channels": 2}, run={"rounds": 1}))
 
 
+@pytest.mark.parametrize("raised", [RuntimeError("the sender failed"), KeyboardInterrupt()])
+def test_a_failing_sender_keeps_its_own_error_in_an_overlapped_round(monkeypatch, raised):
+    """The sender fails mid-round: its error (or Ctrl-C) is raised, not the
+    "channel ended" that the receiver meets once the channels close."""
+    from engine.batch import Engine as BatchEngine
+
+    def send_then_fail(self, batch, **kwargs):
+        raise raised                    # before the round's SYNC: the receiver waits
+
+    monkeypatch.setattr(BatchEngine, "send", send_then_fail)
+    with pytest.raises(type(raised)):
+        run_batch(small_config(migration={"method": "none", "channels": 2}, run={"rounds": 1}))
+
+
 def test_an_overlapped_round_reports_send_and_receive():
     report = run_batch(small_config(run={"rounds": 2}))
     assert report.verified is True
