@@ -37,6 +37,7 @@ from engine.ram import RamBlock
 from engine.receiver import Receiver
 from engine.report.run import Report, RoundReport
 from engine.report.schema import machine_facts
+from engine.threads import ThreadPool
 from engine.workloads import PrecopyRounds, fill_guest_memory, load_image
 from workers import codec
 
@@ -271,7 +272,7 @@ def run_batch(config: Config | None = None, *, progress: Progress | None = None)
         receiver_started = time.perf_counter()
         receiver = _receiver_for(engine, stack, sources) if config.run.verify else None
         receiver_setup = time.perf_counter() - receiver_started
-        receiving = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mfd-round"))
+        receiving = stack.enter_context(ThreadPool(1, thread_name_prefix="mfd-round"))
         report = Report(
             engine_version=engine_version(), codec=codec.codec_name(), method=config.migration.method,
             page_size=config.migration.page_size, channels=len(engine.sinks),

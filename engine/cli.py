@@ -28,10 +28,9 @@ import select
 import sys
 from typing import Sequence
 
-from engine import errors, signals
+from engine import errors, signals, threads
 from engine.exit_codes import (EXIT_ENGINE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_PEER,
                                EXIT_PIPE_CLOSED, EXIT_USAGE)
-from engine.ram import remove_stale_segments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,13 +54,21 @@ def _version() -> str:
     return __version__
 
 
+def _import_numpy() -> None:
+    """numpy's BLAS starts threads on import: started here, they never take Ctrl-C."""
+    with threads.main_thread_signals_blocked():
+        import numpy  # noqa: F401
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        _import_numpy()
         args = build_parser().parse_args(argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     if getattr(args, "clean_stale_at_start", True):   # doctor shows them instead
+        from engine.ram import remove_stale_segments
         remove_stale_segments()
     try:
         with signals.stop_signals_as_interrupts():

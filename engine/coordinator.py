@@ -54,7 +54,7 @@ import multiprocess
 import numpy as np
 from multiprocess import connection
 
-from engine import errors, methods, wire
+from engine import errors, methods, threads, wire
 from engine.channels import ChannelSink
 from engine.report.page_sizes import PageSizeHistogram
 from engine.ram import RamBlock, SharedSegment
@@ -77,9 +77,13 @@ def _sigint_ignored_by_children() -> Iterator[None]:
     while importing.  An ignored SIGINT stays ignored across exec (and
     Python then installs no handler); the signal mask would not survive the
     spawn, but a blocked signal is kept pending rather than ignored, so a
-    Ctrl-C in this window reaches us once the handler is back.
+    Ctrl-C in this window reaches us once the handler is back.  That holds
+    only while no other thread can take SIGINT: one that could would take
+    it here and drop it (engine/threads.py).  With such a thread about,
+    workers start without the shield: a Ctrl-C may then cost a worker's
+    traceback, never the Ctrl-C itself.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or threads.others_take(signal.SIGINT):
         yield
         return
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})

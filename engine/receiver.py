@@ -22,7 +22,7 @@ does not hold (it decodes their pages into scratch and counts them).
 from __future__ import annotations
 
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -32,6 +32,7 @@ from engine import errors, methods, wire
 from engine.channels import ChannelSource
 from engine.methods import MethodParams
 from engine.ram import RamBlock
+from engine.threads import ThreadPool
 from workers import codec
 from workers.settings import JobSettings
 
@@ -256,7 +257,7 @@ class Receiver:
         self.readers = [ChannelReader(s, method=method, page_size=page_size,
                                       blocks={b.name: b for b in self.blocks}, compat=compat,
                                       jobs=jobs) for s in sources]
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.readers)),
+        self._pool = ThreadPool(max_workers=max(1, len(self.readers)),
                                         thread_name_prefix="mfd-recv")
 
     def __enter__(self) -> Receiver:

@@ -41,6 +41,7 @@ def test_ctrl_c_releases_workers_and_shared_memory(tmp_path):
             time.sleep(0.1)                   # RAM block + two slot segments: workers are up
         assert len(own_segments(proc.pid)) >= 3, "the run never got going"
         workers = children_of(proc.pid)
+        assert _threads_taking_sigint(proc.pid) == []     # numpy's BLAS threads included
         time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)    # what a terminal's Ctrl-C does
         _, err = proc.communicate(timeout=60)
@@ -64,3 +65,83 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+# ---- a Ctrl-C while a worker starts is not lost --------------------------
+# The coordinator ignores SIGINT for the moment it starts a worker (the
+# worker inherits "ignored") and blocks it in the main thread, so that the
+# Ctrl-C stays pending.  Another thread that could take SIGINT would take it
+# then and drop it (engine/threads.py): numpy's BLAS thread did, and the
+# stress command ran on for minutes after a Ctrl-C.
+
+def _ctrl_c_while_a_worker_starts() -> bool:
+    """True when the Ctrl-C sent inside the start window reaches the main thread."""
+    from engine.coordinator import _sigint_ignored_by_children
+
+    try:
+        with _sigint_ignored_by_children():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.02)            # other threads had every chance to take it
+        time.sleep(0.2)
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def _threads_taking_sigint(pid: int | str = "self") -> list[int]:
+    """Threads of ``pid`` other than its main one that do not block SIGINT."""
+    bit = 1 << (signal.SIGINT - 1)
+    main = os.getpid() if pid == "self" else int(pid)
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            status = Path(f"/proc/{pid}/task/{task}/status").read_text()
+        except OSError:
+            continue                    # ended meanwhile
+        blocked = next(line for line in status.splitlines() if line.startswith("SigBlk:"))
+        if int(task) != main and not int(blocked.split()[1], 16) & bit:
+            found.append(int(task))
+    return found
+
+
+def test_ctrl_c_while_a_worker_starts_beside_a_foreign_thread():
+    """A thread we did not start (a library's) takes SIGINT: the Ctrl-C still arrives."""
+    import threading
+
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait, daemon=True)
+    thread.start()
+    try:
+        assert _threads_taking_sigint()
+        assert _ctrl_c_while_a_worker_starts()
+    finally:
+        done.set()
+        thread.join()
+
+
+_OURS_ONLY = """
+import signal, threading
+from engine.cli import _import_numpy
+_import_numpy()                                  # as the command line does, first
+from engine import threads
+from workers.workqueue.emulated import EmulatedDevice
+from tests.test_interrupt import _ctrl_c_while_a_worker_starts, _threads_taking_sigint
+
+done = threading.Event()
+waiter = threads.start_thread(done.wait, name="test-waiter")
+pool = threads.ThreadPool(2, thread_name_prefix="test-pool")
+futures = [pool.submit(done.wait) for _ in range(2)]
+with EmulatedDevice(clients=1, page_count=16):
+    print("threads", len(threading.enumerate()), "taking SIGINT", _threads_taking_sigint(),
+          "others_take", threads.others_take(signal.SIGINT),
+          "arrives", _ctrl_c_while_a_worker_starts())
+done.set()
+"""
+
+
+def test_the_engines_threads_leave_ctrl_c_to_the_main_thread():
+    """Ours (Python and the emulated device's C threads) and numpy's block it: the shield stays up."""
+    result = subprocess.run([sys.executable, "-c", _OURS_ONLY], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "threads 4 taking SIGINT [] others_take False arrives True"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from engine import errors, wire
+from engine import errors, threads, wire
 from engine.batch import engine_version
 from engine.config import Config
 from engine.net.migration import ReceivedRound, ReceiveReport
@@ -293,7 +293,7 @@ class _Session:
         self.receiver.start()
         self.threads = [_ChannelThread(r) for r in self.receiver.readers]
         for thread in self.threads:
-            thread.thread.start()
+            threads.start(thread.thread)
 
     def _barrier(self, event: SyncPoint, report: ReceiveReport, started: float) -> None:
         if not self.blocks:

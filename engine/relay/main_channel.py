@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from engine import errors
+from engine import errors, threads
 
 _CHUNK = 1 << 20
 
@@ -57,7 +57,7 @@ class MainChannelForwarder:
 
     def start(self) -> None:
         for thread in self._threads:
-            thread.start()
+            threads.start(thread)
 
     @property
     def finished(self) -> bool:

@@ -34,7 +34,7 @@ import time
 from contextlib import ExitStack
 from typing import Callable
 
-from engine import errors, methods, wire
+from engine import errors, methods, threads, wire
 from engine.config import Config, level_of
 from engine.devices import receive_jobs, send_jobs
 from engine.net.transport import Address, Listener, TcpSink, TcpSource, connect
@@ -122,7 +122,7 @@ class RelaySession:
                                       name=f"mfd-relay-prepare-{index}", daemon=True)
             self._translators.append(translator)
             self._preparing.append(thread)
-            thread.start()
+            threads.start(thread)
 
     def _accept_main(self, listener: Listener) -> tuple[socket.socket | None, str]:
         t = self.config.transport
@@ -187,7 +187,7 @@ class RelaySession:
         thread = threading.Thread(target=self._guarded, args=(lambda: self._run_channel(index, source),),
                                   name=f"mfd-relay-channel-{index}", daemon=True)
         self._threads.append(thread)
-        thread.start()
+        threads.start(thread)
 
     def _run_channel(self, index: int, source: TcpSource) -> None:
         self._preparing[index].join()

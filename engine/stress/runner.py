@@ -47,6 +47,7 @@ from engine.stress.plan import (MigrationPlan, RoundPlan, available_accelerators
                                 available_methods, plan_migration)
 from engine.stress.summary import StressSummary
 from engine.stress.worker_killer import WorkerKiller
+from engine.threads import ThreadPool
 from engine.workloads import PrecopyRounds
 
 Status = Callable[[StressSummary, str], None]
@@ -148,7 +149,7 @@ class StressRun:
             engine = stack.enter_context(Engine(config, sinks=channels.damagers,
                                                 before_dispatch=killer))
             receiver = self._receiver(config, engine, channels, stack)
-            pool = ThreadPoolExecutor(channels.count, thread_name_prefix="mfd-stress-rx")
+            pool = ThreadPool(channels.count, thread_name_prefix="mfd-stress-rx")
             stack.callback(pool.shutdown, wait=True)
             stack.callback(channels.abort)             # runs first: frees every waiting thread
             errors_before = len(self.summary.unexpected_errors)

@@ -31,7 +31,6 @@ import subprocess
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -42,6 +41,7 @@ from engine.ram import remove_stale_segments
 from engine.sweep.job import ERROR, NOT_RUN, JobResult, describe
 from engine.sweep.outcome import Observer, SweepOutcome, Unobserved
 from engine.sweep.spec import Job, Sweep
+from engine.threads import ThreadPool
 
 TOPIC = "multifd-engine-sweep"
 NODE = {"node": 1}                  # the worker resource each job asks for
@@ -102,7 +102,7 @@ def _run_in_process(job: Job, cancel: Event) -> JobResult:
 
 def _wait(proc: subprocess.Popen, job_text: str, cancel: Event) -> tuple[str | None, str]:
     """(stdout, stderr) of the job process; (None, "") when the sweep was cancelled first."""
-    reader = ThreadPoolExecutor(1)
+    reader = ThreadPool(1, thread_name_prefix="mfd-job-output")
     output = reader.submit(proc.communicate, job_text)
     try:
         while True:

@@ -18,11 +18,11 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 
 from engine.sweep.job import describe, run_job
 from engine.sweep.spec import Job
+from engine.threads import start_thread
 
 _PARENT_POLL_SECONDS = 0.5
 
@@ -36,7 +36,7 @@ def _stop_when_orphaned(parent: int) -> None:
 
 def main() -> int:
     job = Job(**json.load(sys.stdin))
-    threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    start_thread(_stop_when_orphaned, os.getppid(), name="mfd-orphan-watch")
     try:
         result = run_job(job, raise_transient=True)
     except KeyboardInterrupt:

@@ -272,16 +272,30 @@ int mfd_emu_device_start(const char *shm_name, const mfd_emu_config *cfg,
     }
     emu_control_init(dev->ctl, cfg, need);
 
+    /*
+     * Engine threads take no signals: they inherit a full mask.  A thread
+     * that could take SIGINT would drop a Ctrl-C the host process ignores
+     * for a moment (engine/threads.py says when).
+     */
+    sigset_t all, caller;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &caller);
+    int status = MFD_OK;
     for (uint32_t i = 0; i < cfg->engines; i++) {
         struct emu_engine *e = &dev->engines[i];
         dev->engine_count = i + 1;
         if (!engine_init(e, dev) ||
             pthread_create(&e->thread, NULL, engine_main, e) != 0) {
-            engines_stop(dev);
-            device_free(dev);
-            return MFD_E_DEVICE;
+            status = MFD_E_DEVICE;
+            break;
         }
         e->started = 1;
+    }
+    pthread_sigmask(SIG_SETMASK, &caller, NULL);
+    if (status != MFD_OK) {
+        engines_stop(dev);
+        device_free(dev);
+        return status;
     }
     *out = dev;
     return MFD_OK;
