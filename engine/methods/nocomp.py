@@ -1,5 +1,6 @@
 """Method ``none``: the payload is the normal pages, raw, in offset order
-(spec §4.1, next_packet_size = normal_pages * page_size)."""
+(spec §4.1, next_packet_size = normal_pages * page_size).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class NoComp(Method):
     name = "none"
     flag = wire.FLAG_NOCOMP
     resumable = True            # nothing carries from packet to packet
+    payload_is_pages = True
     cpu_path = ("copy", "no compression: pages are copied")
 
     def slot_size(self, page_size: int) -> int:
@@ -39,9 +41,7 @@ class NoComp(Method):
     def recv_setup(self, params: Any) -> Any:
         return params
 
-    def recv(self, state: Any, header: wire.PacketHeader, payload: memoryview, block: Any) -> None:
-        from workers import codec
-
+    def recv_check(self, state: Any, header: wire.PacketHeader) -> None:
         expected = header.normal_pages * state.page_size
         if header.next_packet_size != expected:
             raise errors.BadPayloadSize(
@@ -49,6 +49,11 @@ class NoComp(Method):
                 channel=state.channel, packet_num=header.packet_num,
                 field="next_packet_size", got=header.next_packet_size, expected=expected,
             )
+
+    def recv(self, state: Any, header: wire.PacketHeader, payload: memoryview, block: Any) -> None:
+        from workers import codec
+
+        self.recv_check(state, header)
         try:
             codec.none_recv_packet(payload, header.normal, block.buf, state.page_size)
         except codec.PayloadRejected as exc:
