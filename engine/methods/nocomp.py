@@ -1,5 +1,12 @@
 """Method ``none``: the payload is the normal pages, raw, in offset order
 (spec §4.1, next_packet_size = normal_pages * page_size).
+
+Its payload is the pages themselves (``payload_is_pages``), so by default
+no hook here copies anything: the coordinator writes the pages from the
+RAM block and the receiver reads into the destination pages, as QEMU
+writes guest RAM to the socket.  ``send_prepare`` and ``recv`` are the
+copying path ``migration.copy_pages = true`` keeps (and the one a
+source without vectored reads, or a relay's staging, still takes).
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ class NoComp(Method):
     flag = wire.FLAG_NOCOMP
     resumable = True            # nothing carries from packet to packet
     payload_is_pages = True
-    cpu_path = ("copy", "no compression: pages are copied")
+    cpu_path = ("direct", "no compression: pages go between RAM and the channel "
+                "without a copy (migration.copy_pages = false)")
 
     def slot_size(self, page_size: int) -> int:
         return wire.page_count_for(page_size) * page_size
