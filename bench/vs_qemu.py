@@ -349,20 +349,29 @@ def _loopback_pairs(count: int) -> tuple[list[TcpSink], list[TcpSource]]:
     return sinks, sources
 
 
-def run_engine(block: RamBlock, method: str, compression: str, runs: int) -> Outcome:
+def run_engine(block: RamBlock, method: str, compression: str, runs: int, *,
+               copy_pages: bool = False) -> Outcome:
+    """``runs`` rounds of the whole block over loopback TCP, after one to warm up.
+
+    ``copy_pages`` (method none) takes the copying path on both ends
+    (bench/none_copies.py compares the two).
+    """
     config = Config.from_dict({"migration": {"channels": 2, "method": method,
                                              "accelerator": "software",
-                                             "compression": compression},
+                                             "compression": compression,
+                                             "copy_pages": copy_pages},
                                "run": {"verify": True}})
     pages = np.arange(block.pages, dtype=np.uint64)
     name = f"engine {method}" + (f" ({compression})" if method == "qpl" else "")
+    name += " (copy_pages)" if copy_pages else ""
     timing, wire_bytes = Timing(name), 0
     with RamBlock.create(block.name, block.size, block.page_size) as dest, \
          ThreadPoolExecutor(1) as receiving:
         for _ in range(runs + 1):            # the first run warms up
             sinks, sources = _loopback_pairs(2)
             with Engine(config, blocks=[block], sinks=sinks) as engine, \
-                 Receiver([dest], sources, method=method, page_size=block.page_size) as rx:
+                 Receiver([dest], sources, method=method, page_size=block.page_size,
+                          copy_pages=copy_pages) as rx:
                 rx.start()
                 written = sum(s.bytes_written for s in sinks)
                 started = time.perf_counter()

@@ -159,7 +159,8 @@ class Engine:
             self.coordinator = Coordinator(self.blocks, self.sinks, CoordinatorSettings(
                 method=m.method, page_size=m.page_size, compat=m.compat, jobs=jobs,
                 fail_on_packet=fail_on_packet, uuid=uuid, method_level=m.method_level,
-                worker_restarts=self.config.run.worker_restarts, before_dispatch=before_dispatch))
+                worker_restarts=self.config.run.worker_restarts, before_dispatch=before_dispatch,
+                copy_pages=m.copy_pages))
             self._stack.callback(self.coordinator.close)
             self.coordinator.start()
             # QEMU's setup-time: workers up, channels open, init packets written
@@ -252,7 +253,8 @@ def _receiver_for(engine: Engine, stack: ExitStack, sources: list | None = None)
                 sources.append(FileSource(sink.path, sink.channel_id))
     jobs, _device = receive_jobs(engine.config, stack, len(sources))
     receiver = stack.enter_context(Receiver(dest, sources, method=m.method, page_size=m.page_size,
-                                            compat=m.compat, uuid=bytes(16), jobs=jobs))
+                                            compat=m.compat, uuid=bytes(16), jobs=jobs,
+                                            copy_pages=m.copy_pages))
     receiver.start()
     return receiver
 

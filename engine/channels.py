@@ -2,9 +2,13 @@
 
 A channel carries exactly what a multifd socket would: the 64-byte init
 packet, then packets (header, payload).  Sinks take vectored writes so a
-header and a payload slot leave in one call without being joined; sources
-fill caller-owned buffers (``readinto``) so payloads land where they are
-decoded.
+header and a payload slot (or, for method none, the header and the pages
+themselves, straight from the RAM block) leave in one call without being
+joined; a write of more buffers than the system's ``IOV_MAX`` goes out in
+batches of at most that many.  Sources fill caller-owned buffers
+(``readinto``) so payloads land where they are decoded; a source that can
+also fill many buffers in one call (``readinto_views``: ``readv``,
+``recvmsg_into``) lets method none read straight into destination pages.
 
 Sinks:   FileSink (``<dir>/channel-<id>.mfd``), MemoryChannel, NullSink.
 
@@ -30,6 +34,20 @@ from engine.errors import CorruptFile, OutputError
 _COMPACT_AT = 1 << 20  # a memory channel drops bytes already read past this
 
 
+def _iov_max() -> int:
+    try:
+        value = os.sysconf("SC_IOV_MAX")
+    except (ValueError, OSError):
+        value = -1
+    return value if value > 0 else 1024     # POSIX leaves it unset only where it is unlimited
+
+
+# buffers one writev / readv / sendmsg / recvmsg_into takes at most; more is
+# EINVAL (files) or EMSGSIZE (sockets), and a 512-byte-page none packet of
+# scattered pages is 1024 pages + its header
+IOV_MAX = _iov_max()
+
+
 class ChannelSink(Protocol):
     channel_id: int
     bytes_written: int
@@ -47,6 +65,18 @@ class ChannelSource(Protocol):
         """Fill as much of ``view`` as the channel has; 0 only at its end."""
 
     def close(self) -> None: ...
+
+
+class VectoredSource(ChannelSource, Protocol):
+    """A source that also fills a list of buffers in one go (optional)."""
+
+    def readinto_views(self, views: list[memoryview]) -> int:
+        """Fill ``views`` in order, like ``readinto`` on their concatenation."""
+
+
+def byte_views(buffers) -> list[memoryview]:
+    """Flat byte views of the non-empty ``buffers`` (what writev and sendmsg take)."""
+    return [memoryview(b).cast("B") for b in buffers if len(b)]
 
 
 def channel_file_name(channel_id: int) -> str:
@@ -93,10 +123,10 @@ class FileSink:
     def write(self, *buffers) -> None:
         if self._fd is None:
             raise ValueError(f"channel {self.channel_id}: sink is closed")
-        views = [memoryview(b).cast("B") for b in buffers if len(b)]
+        views = byte_views(buffers)
         while views:
             try:
-                done = os.writev(self._fd, views)
+                done = os.writev(self._fd, views[:IOV_MAX])
             except OSError as exc:      # disk full, quota, I/O error
                 raise OutputError(exc.strerror or str(exc), path=str(self.path)) from None
             self.bytes_written += done
@@ -110,13 +140,26 @@ class FileSink:
 
 
 def _advance(views: list[memoryview], done: int) -> list[memoryview]:
-    """Drop ``done`` bytes from the front of a list of views (partial writev)."""
-    while views and done >= len(views[0]):
-        done -= len(views[0])
-        views = views[1:]
-    if views and done:
-        views = [views[0][done:], *views[1:]]
-    return views
+    """What is left of ``views`` once ``done`` bytes from the front went (a partial writev)."""
+    first = 0
+    while first < len(views) and done >= len(views[first]):
+        done -= len(views[first])
+        first += 1
+    rest = views[first:]
+    if rest and done:
+        rest[0] = rest[0][done:]
+    return rest
+
+
+def _fill_each(source: ChannelSource, views: list[memoryview]) -> int:
+    """``readinto_views`` for a source that copies anyway: one ``readinto`` per view."""
+    got = 0
+    for view in views:
+        n = source.readinto(view)
+        got += n
+        if n < len(view):
+            break
+    return got
 
 
 class NullSink:
@@ -162,6 +205,9 @@ class MemoryChannel:
             self._pos = 0
         return n
 
+    def readinto_views(self, views: list[memoryview]) -> int:
+        return _fill_each(self, views)
+
     def getvalue(self) -> bytes:
         """The bytes not yet read (for tests and tools)."""
         return bytes(self._buf[self._pos:])
@@ -171,16 +217,23 @@ class MemoryChannel:
 
 
 class FileSource:
-    """Read a channel file; ``.zst`` files are decompressed as they are read."""
+    """Read a channel file; ``.zst`` files are decompressed as they are read.
+
+    A plain file is read unbuffered: a payload goes from the page cache
+    straight to its buffer, and ``readinto_views`` is one ``readv`` (per
+    ``IOV_MAX`` buffers), with no read-ahead buffer in between to bypass.
+    """
 
     def __init__(self, path: str | os.PathLike, channel_id: int) -> None:
         self.channel_id = channel_id
         self.path = Path(path)
-        raw = open(self.path, "rb")
+        raw = open(self.path, "rb", buffering=0)
+        self._fd: int | None = None
         if self.path.suffix == ".zst":
             self._file: io.RawIOBase = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
         else:
             self._file = raw
+            self._fd = raw.fileno()
 
     def readinto(self, view: memoryview) -> int:
         got = 0
@@ -193,6 +246,19 @@ class FileSource:
             if not n:
                 break
             got += n
+        return got
+
+    def readinto_views(self, views: list[memoryview]) -> int:
+        if self._fd is None:
+            return _fill_each(self, views)      # zstd decompresses into each view
+        views = byte_views(views)
+        got = 0
+        while views:
+            n = os.readv(self._fd, views[:IOV_MAX])
+            if not n:
+                break
+            got += n
+            views = _advance(views, n)
         return got
 
     def close(self) -> None:
@@ -212,6 +278,9 @@ class BytesSource:
         view[:n] = self._view[self._pos:self._pos + n]
         self._pos += n
         return n
+
+    def readinto_views(self, views: list[memoryview]) -> int:
+        return _fill_each(self, views)
 
     def close(self) -> None:
         pass

@@ -60,6 +60,7 @@ class MigrationSettings:
     compression: str = "balanced"   # qpl software path: "fast" | "balanced" | "packet" (COMPRESSION_SETTINGS)
     zlib_level: int = 1             # QEMU's multifd-zlib-level, 0..9
     zstd_level: int = 1             # QEMU's multifd-zstd-level, 0..20
+    copy_pages: bool = False        # method none: copy pages through a buffer (the old path)
 
     @property
     def channel_count(self) -> int:

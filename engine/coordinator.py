@@ -17,7 +17,9 @@
     _wait_result_or_death ── waits on every pipe and every process sentinel
         │
     _merge_result ── header (engine.wire) + slot, one vectored write to
-                     channel i; the slot is free again
+                     channel i; the slot is free again.  Method none
+                     (payload_is_pages): header + the normal pages'
+                     views of the RAM block, no slot, no copy
 
 Each worker owns one channel, one pipe and ``slots_per_worker`` output
 slots; that slot count bounds the work in flight per worker.  A worker
@@ -38,7 +40,11 @@ finishing a packet in between) ends the run with BrokenWorker.
 Who owns what: the coordinator creates and unlinks every shared-memory
 segment (RAM blocks are the caller's, slots are the coordinator's); a slot
 is written only by its worker between Task and Result, and read only by
-the coordinator between Result and the next Task that names it.
+the coordinator between Result and the next Task that names it.  For
+method none the payload is read from the RAM block itself when the packet
+is written, so a block must not change while a round's packets are in
+flight (``Engine.send`` returns after the SYNC; a relay's staging region
+is reused only after its packet is written, see engine.relay.incoming).
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from multiprocess import connection
 from engine import errors, methods, threads, wire
 from engine.channels import ChannelSink
 from engine.report.page_sizes import PageSizeHistogram
-from engine.ram import RamBlock, SharedSegment
+from engine.ram import RamBlock, SharedSegment, page_views
 from engine.report.timeline import PacketTimeline
 from workers import worker as worker_main
 from workers.settings import JobSettings
@@ -161,6 +167,9 @@ class CoordinatorSettings:
     # start() opens every channel with its init packet; False = the caller
     # writes it (a relay forwards the one it received, before any packet)
     write_init: bool = True
+    # method none: copy pages into the slots and from there to the channel
+    # (the old path, kept to compare with); False = straight from the block
+    copy_pages: bool = False
     # fault injection: called just before each Task is written to a worker,
     # with (worker_id, pid, packet_num, attempt); attempt counts from 1 and
     # grows with every try of the packet.  A kill here lands before the
@@ -183,6 +192,7 @@ class Coordinator:
         self.page_size = settings.page_size
         self.page_count = wire.page_count_for(settings.page_size)
         self._slot_size = self.method.slot_size(settings.page_size)
+        self._pages_are_payload = self.method.payload_is_pages and not settings.copy_pages
         self._header = bytearray(wire.header_size(settings.page_size))
         self._packet_num = 0
         self._last = -1
@@ -237,6 +247,7 @@ class Coordinator:
             jobs=dict(self.settings.jobs.__dict__),
             fail_on_packet=self.settings.fail_on_packet,
             method_level=self.settings.method_level,
+            copy_pages=self.settings.copy_pages,
         )
         _refuse_while_bootstrapping()
         ours, theirs = _MP.Pipe(duplex=True)
@@ -517,12 +528,9 @@ class Coordinator:
             wire.restamp_header(self._header, method_flag=self.method.flag,
                                 mask=self.settings.compat.compression_mask,
                                 next_packet_size=result.next_packet_size)
-        start = result.slot * self._slot_size
-        payload = w.slots.buf[start:start + result.next_packet_size]
-        if self.method.page_length_table and result.normal_num:
-            self.page_sizes.add(payload, result.normal_num)
+        payload = self._payload(w, result, flight)
         write_started = time.perf_counter_ns()
-        w.sink.write(self._header, payload)
+        w.sink.write(self._header, *payload)
         write_ns = time.perf_counter_ns() - write_started
         w.free_slots.append(result.slot)
         w.deaths_in_a_row = 0
@@ -537,6 +545,22 @@ class Coordinator:
         self.timeline.record(w.worker_id, flight.page_count, result.zero_num, result.next_packet_size,
                              wire_bytes, stats.get("zero_ns", 0), stats.get("compress_ns", 0),
                              write_ns)
+
+    def _payload(self, w: _Worker, result: Result, flight: _InFlight) -> list[memoryview]:
+        """The buffers of a packet's payload: its slot, or none's pages in the RAM block."""
+        if self._pages_are_payload:
+            if result.next_packet_size != result.normal_num * self.page_size:
+                raise errors.WorkerError(
+                    f"none payload of {result.next_packet_size} bytes for {result.normal_num} pages",
+                    worker_id=w.worker_id, packet_num=result.packet_num, kind="protocol")
+            # the header's normal offsets, in its order: none's payload (spec §4.1)
+            return page_views(self.blocks[flight.block].buf, self.page_size,
+                              result.pages[:result.normal_num])
+        start = result.slot * self._slot_size
+        payload = w.slots.buf[start:start + result.next_packet_size]
+        if self.method.page_length_table and result.normal_num:
+            self.page_sizes.add(payload, result.normal_num)
+        return [payload]
 
     # ---- reporting ----------------------------------------------------
 

@@ -49,8 +49,8 @@ import numpy as np
 
 from engine.errors import EngineError, RamBlockError
 
-__all__ = ["SharedSegment", "RamBlockSpec", "RamBlock", "SHM_DIR", "remove_stale_segments",
-           "stale_segments"]
+__all__ = ["SharedSegment", "RamBlockSpec", "RamBlock", "SHM_DIR", "page_views",
+           "remove_stale_segments", "stale_segments"]
 
 SHM_DIR = "/dev/shm"
 _NAME_PREFIX = "mfd-"
@@ -457,3 +457,33 @@ class RamBlock:
             f"({self.segment.name}, {role}, {state})>"
         )
 
+
+def page_views(buf: memoryview, page_size: int, pages: np.ndarray) -> list[memoryview]:
+    """Views of the pages ``pages`` (indices) of ``buf``, in that order, without a copy.
+
+    A run of adjacent indices (i, i+1, ...) becomes one view, so a packet
+    of contiguous pages is one iovec for ``writev`` / ``sendmsg`` /
+    ``recvmsg_into``.  Method none sends and receives its payload through
+    these (its payload is the normal pages in offset order, spec §4.1).
+    ``IndexError`` if a page lies outside ``buf``: callers check indices
+    first (the coordinator its dirty batch, the receiver the header), this
+    only keeps a bug from reading or writing past the block.
+    """
+    indices = np.asarray(pages, dtype=np.uint64).tolist()
+    if not indices:
+        return []
+    if (max(indices) + 1) * page_size > len(buf):
+        raise IndexError(f"page {max(indices)} outside a buffer of {len(buf) // page_size} pages")
+    # A loop per page, once per packet (at most 128 for 4 KiB pages): a
+    # memoryview slice per run has to be made in Python anyway, and this
+    # measured 17 µs for 128 scattered pages where numpy's run finding
+    # took 27 µs (3.5 against 4 µs for one run).
+    views = []
+    start = previous = indices[0]
+    for index in indices[1:]:
+        if index != previous + 1:
+            views.append(buf[start * page_size:(previous + 1) * page_size])
+            start = index
+        previous = index
+    views.append(buf[start * page_size:(previous + 1) * page_size])
+    return views

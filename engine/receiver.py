@@ -8,7 +8,10 @@
                            │ payload: bounded by the method, read into a
                            │   reusable buffer, decoded by the method's recv
                            │   hook straight into the destination block (C,
-                           │   GIL released, so channels decode in parallel)
+                           │   GIL released, so channels decode in parallel);
+                           │   method none (payload_is_pages): checked by
+                           │   recv_check, then read straight into the
+                           │   destination pages (readv / recvmsg_into)
                            ▼
                          stops at SYNC ── Receiver.receive_round waits until
                                           every channel reached it (barrier)
@@ -31,7 +34,7 @@ import numpy as np
 from engine import errors, methods, wire
 from engine.channels import ChannelSource
 from engine.methods import MethodParams
-from engine.ram import RamBlock
+from engine.ram import RamBlock, page_views
 from engine.threads import ThreadPool
 from workers import codec
 from workers.settings import JobSettings
@@ -93,13 +96,20 @@ class ChannelReader:
     into scratch memory (``inspect`` reading a real QEMU stream); otherwise
     they are a ``BadRamBlock`` error.  ``on_pages`` (block name, page
     indices) is called for every page applied, for coverage tracking.
+
+    Method none's payload is read straight into the destination pages
+    when the source can fill many buffers at once (``readinto_views``)
+    and ``copy_pages`` is False; the header, its offsets and the payload
+    size are checked first, so a bad packet is refused before any byte of
+    its payload lands.  A stream that ends inside such a payload has
+    written part of it: the round fails anyway (``TruncatedStream``).
     """
 
     def __init__(self, source: ChannelSource, *, method: str, page_size: int,
                  blocks: Mapping[str, RamBlock], compat: wire.Compat = wire.Compat.DEFAULT,
                  jobs: JobSettings | None = None, lenient: bool = False,
                  on_pages: Callable[[str, np.ndarray], None] | None = None,
-                 counters: ChannelCounters | None = None) -> None:
+                 counters: ChannelCounters | None = None, copy_pages: bool = False) -> None:
         self.source = source
         self.channel: int = source.channel_id
         self.method = methods.get(method)
@@ -113,6 +123,9 @@ class ChannelReader:
         self._header = memoryview(bytearray(wire.header_size(page_size)))
         self._payload = memoryview(bytearray(self.method.slot_size(page_size)))
         self._scratch = _Scratch(page_size) if lenient else None
+        # none without a copy: only sources that fill many buffers in one call
+        self._direct = (self.method.payload_is_pages and not copy_pages
+                        and hasattr(source, "readinto_views"))
         self._decoder: wire.HeaderDecoder | None = None
         self._state: Any = None
 
@@ -161,23 +174,41 @@ class ChannelReader:
             raise errors.BadPayloadSize("payload larger than the packet's pages allow",
                                         channel=self.channel, packet_num=header.packet_num,
                                         field="next_packet_size", got=size, expected=f"<= {limit}")
-        payload = self._payload[:size]
-        got = self.source.readinto(payload)
-        if got < size:
-            raise errors.TruncatedStream("stream ended inside a payload", channel=self.channel,
-                                         packet_num=header.packet_num, field="payload",
-                                         got=got, expected=size)
+        if header.normal_pages:
+            self.method.recv_check(self._state, header)
         known = not header.pages.size or header.ramblock in self.blocks
+        if self._direct and header.normal_pages:
+            self._read_into_pages(header, known, size)
+        else:
+            self._read_and_decode(header, known, size)
+        if header.pages.size and self.on_pages is not None:
+            self.on_pages(header.ramblock if known else "", header.pages)
+        return PacketInfo(header.packet_num, header.flags, header.ramblock, header.normal_pages,
+                          header.zero_pages, header.next_packet_size, size, known)
+
+    def _read_and_decode(self, header: wire.PacketHeader, known: bool, size: int) -> None:
+        """The payload into the reusable buffer, then the method's recv into the block."""
+        payload = self._payload[:size]
+        self._check_read(header, self.source.readinto(payload), size)
         if header.pages.size:
             block, normal, zero = self._target(header, known)
             codec.clear_pages(block.buf, self.page_size, zero)
             if header.normal_pages:
                 target = header if known else _Retargeted(header, normal)
                 self.method.recv(self._state, target, payload, block)
-            if self.on_pages is not None:
-                self.on_pages(header.ramblock if known else "", header.pages)
-        return PacketInfo(header.packet_num, header.flags, header.ramblock, header.normal_pages,
-                          header.zero_pages, header.next_packet_size, size, known)
+
+    def _read_into_pages(self, header: wire.PacketHeader, known: bool, size: int) -> None:
+        """Method none: the payload read straight into its pages (recv_check passed)."""
+        block, normal, zero = self._target(header, known)
+        views = page_views(block.buf, self.page_size, normal)
+        codec.clear_pages(block.buf, self.page_size, zero)    # first, as the copying path
+        self._check_read(header, self.source.readinto_views(views), size)
+
+    def _check_read(self, header: wire.PacketHeader, got: int, size: int) -> None:
+        if got < size:
+            raise errors.TruncatedStream("stream ended inside a payload", channel=self.channel,
+                                         packet_num=header.packet_num, field="payload",
+                                         got=got, expected=size)
 
     def _target(self, header: wire.PacketHeader, known: bool):
         if known:
@@ -250,13 +281,14 @@ class Receiver:
 
     def __init__(self, blocks: Sequence[RamBlock], sources: Sequence[ChannelSource], *,
                  method: str, page_size: int, compat: wire.Compat = wire.Compat.DEFAULT,
-                 uuid: bytes | None = None, jobs: JobSettings | None = None) -> None:
+                 uuid: bytes | None = None, jobs: JobSettings | None = None,
+                 copy_pages: bool = False) -> None:
         self.blocks = list(blocks)
         self.page_size = page_size
         self.uuid = uuid
         self.readers = [ChannelReader(s, method=method, page_size=page_size,
                                       blocks={b.name: b for b in self.blocks}, compat=compat,
-                                      jobs=jobs) for s in sources]
+                                      jobs=jobs, copy_pages=copy_pages) for s in sources]
         self._pool = ThreadPool(max_workers=max(1, len(self.readers)),
                                         thread_name_prefix="mfd-recv")
 

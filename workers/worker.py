@@ -6,7 +6,8 @@
                                                             │ attach RAM blocks + own slots (shared memory)
                                                             │ zero-page partition (C)
                                                             │ method.send_prepare: job array on the
-                                                            │   work queue, payload into the slot (C)
+                                                            │   work queue, payload into the slot (C);
+                                                            │   skipped for none (payload_is_pages)
     coordinator ◄──Result(packet_num, slot, normal/zero, ───┘
                    next_packet_size, pages, stats)
 
@@ -53,6 +54,9 @@ class WorkerSpec:
     jobs: dict = field(default_factory=dict)       # JobSettings fields
     fail_on_packet: int | None = None  # fault injection: raise on this packet
     method_level: int | None = None    # zlib/zstd level; None = the method's default
+    # a method whose payload is its pages (none): False = the coordinator
+    # writes them from the RAM block and this worker copies nothing
+    copy_pages: bool = False
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -70,6 +74,9 @@ class _Worker:
         params = MethodParams(spec.worker_id, spec.page_size, JobSettings(**spec.jobs),
                               level=spec.method_level)
         self.state = self.method.send_setup(params)
+        # none's payload is the normal pages: the coordinator writes them
+        # from the RAM block itself, so send_prepare would only copy them
+        self.pages_are_payload = self.method.payload_is_pages and not spec.copy_pages
         # a device-backed work queue reaches pages and slots by segment name
         self.method.map_shared_memory(self.state, [(b.segment.name, b.buf) for b in self.blocks]
                                       + [(self.slots.name, self.slots.buf)])
@@ -88,10 +95,13 @@ class _Worker:
         else:
             normal = len(pages)
         zero_ns = time.perf_counter_ns() - started
-        start = task.slot * spec.slot_size
-        slot = self.slots.buf[start:start + spec.slot_size]
         prepare_started = time.perf_counter_ns()
-        size, stats = self.method.send_prepare(self.state, block, pages[:normal], slot)
+        if self.pages_are_payload:
+            size, stats = normal * spec.page_size, {"normal_pages": normal, "raw_pages": normal}
+        else:
+            start = task.slot * spec.slot_size
+            slot = self.slots.buf[start:start + spec.slot_size]
+            size, stats = self.method.send_prepare(self.state, block, pages[:normal], slot)
         prepare_ns = time.perf_counter_ns() - prepare_started
         stats = dict(stats)
         stats["zero_ns"] = stats.get("zero_ns", 0) + zero_ns

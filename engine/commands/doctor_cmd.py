@@ -118,6 +118,8 @@ def main(args: argparse.Namespace) -> int:
         if uses_work_queue(name):
             way, why = qpl_path(m.accelerator, qpl, topology)
             failed |= way == "error"
+        elif methods.get(name).payload_is_pages and m.copy_pages:
+            way, why = "copy", "no compression: pages are copied (migration.copy_pages = true)"
         else:
             way, why = methods.get(name).cpu_path
         lines.append(f"  {name:<5} {way:<9} {why}")

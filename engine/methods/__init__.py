@@ -19,6 +19,11 @@ Hook contract (what ``Method`` implementations must do):
     Free what setup allocated.  Called once, also after errors.
 ``recv_setup(params)``
     Called once per channel of a receiver; returns state.
+``recv_check(state, header)``
+    Called once per packet that carries normal pages, after the header was
+    validated and before any payload byte is read.  Reject what the header
+    alone shows to be wrong (a payload size the pages cannot have) with a
+    ``WireError`` subclass.  ``Method`` accepts every header.
 ``recv(state, header, payload, block)``
     Called once per packet that carries normal pages, after the header was
     validated and the zero pages cleared.  Decode ``payload`` (exactly
@@ -55,6 +60,12 @@ Attributes every method has (``Method`` gives the defaults):
 ``page_length_table`` (False)
     Its payload starts with one big-endian u32 length per normal page;
     the report's page-size histogram is made from that table.
+``payload_is_pages`` (False)
+    The payload is the normal pages themselves, raw, in offset order
+    (``none``).  The coordinator then writes the pages from the RAM block
+    to the channel (``writev`` / ``sendmsg``) and the receiver reads them
+    straight into the destination pages, unless ``migration.copy_pages``
+    asks for the copying hooks; the worker's ``send_prepare`` is skipped.
 ``cpu_path``
     ``(path, reason)`` doctor shows for a method without a work queue.
 
@@ -102,6 +113,7 @@ class Method:
     levels: range | None = None
     default_level: int | None = None
     page_length_table: bool = False
+    payload_is_pages: bool = False
     cpu_path: tuple[str, str] = ("software", "one compression stream per channel on the CPU")
 
     def slot_size(self, page_size: int) -> int:
@@ -124,6 +136,9 @@ class Method:
 
     def recv_setup(self, params: MethodParams) -> Any:
         raise NotImplementedError
+
+    def recv_check(self, state: Any, header: wire.PacketHeader) -> None:
+        """Reject a header whose payload cannot be right, before reading it."""
 
     def recv(self, state: Any, header: wire.PacketHeader, payload: memoryview, block: Any) -> None:
         raise NotImplementedError

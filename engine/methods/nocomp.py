@@ -1,5 +1,13 @@
 """Method ``none``: the payload is the normal pages, raw, in offset order
-(spec §4.1, next_packet_size = normal_pages * page_size)."""
+(spec §4.1, next_packet_size = normal_pages * page_size).
+
+Its payload is the pages themselves (``payload_is_pages``), so by default
+no hook here copies anything: the coordinator writes the pages from the
+RAM block and the receiver reads into the destination pages, as QEMU
+writes guest RAM to the socket.  ``send_prepare`` and ``recv`` are the
+copying path ``migration.copy_pages = true`` keeps (and the one a
+source without vectored reads, or a relay's staging, still takes).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +24,9 @@ class NoComp(Method):
     name = "none"
     flag = wire.FLAG_NOCOMP
     resumable = True            # nothing carries from packet to packet
-    cpu_path = ("copy", "no compression: pages are copied")
+    payload_is_pages = True
+    cpu_path = ("direct", "no compression: pages go between RAM and the channel "
+                "without a copy (migration.copy_pages = false)")
 
     def slot_size(self, page_size: int) -> int:
         return wire.page_count_for(page_size) * page_size
@@ -39,9 +49,7 @@ class NoComp(Method):
     def recv_setup(self, params: Any) -> Any:
         return params
 
-    def recv(self, state: Any, header: wire.PacketHeader, payload: memoryview, block: Any) -> None:
-        from workers import codec
-
+    def recv_check(self, state: Any, header: wire.PacketHeader) -> None:
         expected = header.normal_pages * state.page_size
         if header.next_packet_size != expected:
             raise errors.BadPayloadSize(
@@ -49,6 +57,11 @@ class NoComp(Method):
                 channel=state.channel, packet_num=header.packet_num,
                 field="next_packet_size", got=header.next_packet_size, expected=expected,
             )
+
+    def recv(self, state: Any, header: wire.PacketHeader, payload: memoryview, block: Any) -> None:
+        from workers import codec
+
+        self.recv_check(state, header)
         try:
             codec.none_recv_packet(payload, header.normal, block.buf, state.page_size)
         except codec.PayloadRejected as exc:

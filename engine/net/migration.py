@@ -296,7 +296,8 @@ def _receive(config: Config, gate: SessionGate, channel: ControlChannel, hello: 
     gate.listener.close()
     receiver = stack.enter_context(Receiver(
         dest, sources, method=hello.method, page_size=hello.page_size,
-        compat=wire.Compat.parse(hello.qemu_version), uuid=hello.uuid, jobs=m.jobs))
+        compat=wire.Compat.parse(hello.qemu_version), uuid=hello.uuid, jobs=m.jobs,
+        copy_pages=m.copy_pages))
     receiver.start()
     for reader in receiver.readers:
         if isinstance(reader.source, RecordingSource):

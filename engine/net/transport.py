@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import errors
-from engine.channels import _advance, channel_file_name, partial_name, settle
+from engine.channels import IOV_MAX, _advance, byte_views, channel_file_name, partial_name, settle
 
 _RETRY_REFUSED = 0.05   # seconds between attempts while the listener is not up yet
 
@@ -129,7 +129,7 @@ class TcpSink:
     def write(self, *buffers) -> None:
         if self._sock is None:
             raise ValueError(f"channel {self.channel_id}: sink is closed")
-        views = [memoryview(b).cast("B") for b in buffers if len(b)]
+        views = byte_views(buffers)
         ends = None if self._deadline is None else time.monotonic() + self._deadline
         while views:
             try:
@@ -168,15 +168,23 @@ class TcpSource:
         self.round_ends: float | None = None     # time.monotonic() the current round must end by
 
     def readinto(self, view: memoryview) -> int:
+        return self.readinto_views([view])
+
+    def readinto_views(self, views: list[memoryview]) -> int:
+        """Fill ``views`` in order (method none: the destination pages themselves).
+
+        The stall timeout, the packet deadline (from the first byte) and the
+        round deadline hold for the whole list, as for one ``readinto``.
+        """
         if self._sock is None:
             raise ValueError(f"channel {self.channel_id}: source is closed")
-        view = memoryview(view).cast("B")
+        views = byte_views(views)
         got, packet_ends = 0, None
-        while got < len(view):
+        while views:
             ends = min((t for t in (packet_ends, self.round_ends) if t is not None), default=None)
             try:
                 self._sock.settimeout(_wait(self._timeout, ends))
-                n = self._sock.recv_into(view[got:])
+                n = _recv_views(self._sock, views)
             except (TimeoutError, socket.timeout):
                 raise self._stalled(ends) from None
             except OSError as exc:
@@ -186,6 +194,7 @@ class TcpSource:
             if got == 0 and self._deadline is not None:
                 packet_ends = time.monotonic() + self._deadline
             got += n
+            views = _advance(views, n)
         return got
 
     def abort(self) -> None:
@@ -231,17 +240,30 @@ def _wait(stall_timeout: float | None, ends: float | None) -> float | None:
 
 
 def _send_views(sock: socket.socket, views: list[memoryview]) -> int:
-    """Bytes taken by one send: vectored on a plain socket.
+    """Bytes taken by one send: vectored on a plain socket, ``IOV_MAX`` buffers at most.
 
-    A TLS socket has no sendmsg; a packet's header and payload go joined in
-    one ``sendall``, so they fill whole TLS records instead of a small one
-    per buffer (measured: bench/tls.py).
+    A TLS socket has no sendmsg; a packet's header and payload (or a none
+    packet's pages) go joined in one ``sendall``, so they fill whole TLS
+    records instead of a small one per buffer (measured: bench/tls.py).
+    TLS encrypts into its own buffer, so the join is a copy it would make
+    anyway in a different place.
     """
     if isinstance(sock, ssl.SSLSocket):
         data = views[0] if len(views) == 1 else b"".join(views)
         sock.sendall(data)
         return len(data)
-    return sock.sendmsg(views)
+    return sock.sendmsg(views[:IOV_MAX])
+
+
+def _recv_views(sock: socket.socket, views: list[memoryview]) -> int:
+    """Bytes one receive put into the front of ``views`` (all of them on a plain socket).
+
+    A TLS socket has no recvmsg_into: it fills the first view only, and the
+    caller goes on with the rest.
+    """
+    if len(views) == 1 or isinstance(sock, ssl.SSLSocket):
+        return sock.recv_into(views[0])
+    return sock.recvmsg_into(views[:IOV_MAX])[0]
 
 
 def _closed(exc: OSError, channel: int | None, peer: str) -> errors.EngineError:

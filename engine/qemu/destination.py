@@ -289,7 +289,7 @@ class _Session:
         report.qemu_version = str(compat)
         self.receiver = self.stack.enter_context(Receiver(
             self.blocks, self.sources, method=m.method, page_size=m.page_size, compat=compat,
-            uuid=None, jobs=m.jobs))
+            uuid=None, jobs=m.jobs, copy_pages=m.copy_pages))
         self.receiver.start()
         self.threads = [_ChannelThread(r) for r in self.receiver.readers]
         for thread in self.threads:

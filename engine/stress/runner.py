@@ -175,7 +175,7 @@ class StressRun:
         jobs, _device = receive_jobs(config, stack, channels.count)
         receiver = stack.enter_context(Receiver(dest, channels.sources, method=m.method,
                                                 page_size=m.page_size, compat=m.compat,
-                                                uuid=bytes(16), jobs=jobs))
+                                                uuid=bytes(16), jobs=jobs, copy_pages=m.copy_pages))
         receiver.start()
         return receiver
 
