@@ -23,10 +23,11 @@ from engine import Engine, errors, run_batch, wire
 from engine.channels import IOV_MAX, BytesSource, FileSink, FileSource, MemoryChannel
 from engine.config import Config
 from engine.errors import ConfigError
-from engine.net.migration import receive_migration, send_migration
+from engine.net.migration import send_migration
 from engine.net.transport import TcpSink, TcpSource
 from engine.ram import RamBlock, page_views
 from engine.receiver import ChannelReader
+from test_tcp import ReceiverThread  # tests/ is on sys.path (pytest)
 
 pytestmark = pytest.mark.usefixtures("no_shm_leak")
 
@@ -307,26 +308,6 @@ def test_a_source_without_vectored_reads_takes_the_copying_path():
 
 # ------------------------------------------------------------- whole rounds
 
-class _ReceiverThread:
-    def __init__(self, cfg: Config) -> None:
-        self._address: queue.Queue = queue.Queue()
-        self._outcome: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._run, args=(cfg,), daemon=True)
-        self._thread.start()
-        self.address = self._address.get(timeout=10)
-
-    def _run(self, cfg: Config) -> None:
-        try:
-            self._outcome.put(receive_migration(cfg, "127.0.0.1:0", on_listening=self._address.put))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            self._outcome.put(exc)
-
-    def result(self, timeout: float = 60):
-        outcome = self._outcome.get(timeout=timeout)
-        self._thread.join(timeout)
-        return outcome
-
-
 def _tcp_config(copy_pages: bool, **transport) -> Config:
     return small_config(migration={"copy_pages": copy_pages},
                         transport={"connect_timeout": 5.0, "accept_timeout": 10.0,
@@ -336,7 +317,7 @@ def _tcp_config(copy_pages: bool, **transport) -> Config:
 @pytest.mark.parametrize("sender_copies, receiver_copies", [(False, False), (True, False),
                                                              (False, True)])
 def test_rounds_over_tcp_loopback_verify(sender_copies, receiver_copies):
-    rx = _ReceiverThread(_tcp_config(receiver_copies))
+    rx = ReceiverThread(_tcp_config(receiver_copies))
     sent = send_migration(_tcp_config(sender_copies), rx.address)
     received = rx.result()
     assert not isinstance(received, BaseException), received
