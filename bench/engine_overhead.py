@@ -4,12 +4,12 @@ One worker sends every page of a guest image (method qpl, software path,
 null channel) against the raw C loop of the same codec compressing the
 same non-zero pages one after the other (``codec.raw_compress_pages``: no
 processes, no packets, no zero-page scan).  Prints both medians and
-raw / engine (goal >= 0.90), and the same ratio in CPU seconds (the raw
+raw / engine (goal >= 0.95, issue 16's; issue 6 asked 0.90), and the same ratio in CPU seconds (the raw
 loop's against the worker process's, plus the coordinator's own), which a
 machine shared with other work disturbs far less than wall time.
 
     python bench/engine_overhead.py [--image RAM] [--size 512MiB] [--runs 5]
-                                    [--compression balanced|fast]
+                                    [--compression balanced|fast|packet]
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ def cpu_seconds(run, pids: list[int], runs: int) -> tuple[float, float]:
     return statistics.median(own), statistics.median(others)
 
 
+GOAL = 0.95         # raw / engine, in every compression setting (issue 16)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     guest.add_arguments(parser)
@@ -86,7 +89,7 @@ def main() -> None:
             block.buf, block.page_size, pages.copy())})["zero-page scan (C), every page"]
         print(scan.line(block.size))
         ratio = raw.median / sent.median
-        print(f"raw / engine: {verdict(ratio, 0.90)}")
+        print(f"raw / engine: {verdict(ratio, GOAL)}")
         with Engine(config, blocks=[block], sinks=[sink]) as engine:
             raw_cpu, _ = cpu_seconds(lambda: codec.raw_compress_pages(
                 block.buf, block.page_size, nonzero, setting=args.compression), [], args.runs)
@@ -101,7 +104,7 @@ def main() -> None:
             bench_report.case(raw, work, wire_bytes=raw_bytes, channels=1),
             bench_report.case(sent, work, method="qpl", channels=1),
             bench_report.case(scan, block.size)],
-            ratios=[bench_report.ratio("raw / engine", ratio, 0.90)])
+            ratios=[bench_report.ratio("raw / engine", ratio, GOAL)])
 
 
 if __name__ == "__main__":
