@@ -18,9 +18,9 @@ Threads we did not start may still take SIGINT; ``others_take`` tells.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
