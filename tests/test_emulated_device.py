@@ -7,6 +7,8 @@ device says it did and injected.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -303,3 +305,42 @@ def test_software_fallback_with_the_packet_setting():
     t = report.totals()
     assert report.verified is True
     assert t["sw_fallbacks"] > 0 and t["sw_errors"] == 0
+
+
+# ---- client places: a killed worker's place is taken over ----------------
+
+def _attach_in_a_process(name: str, *, then: str) -> subprocess.Popen:
+    """A process attaches a queue to device ``name``, then exits or dies (``then``)."""
+    script = ("import os, signal, sys\n"
+              "from workers import codec\n"
+              f"q = codec.open_emulated_queue({name!r}, 16)\n"
+              "print('attached', flush=True)\n"
+              + {"dies": "os.kill(os.getpid(), signal.SIGKILL)\n",
+                 "holds": "sys.stdin.read()\n"}[then])
+    return subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def test_a_killed_workers_place_is_taken_over_and_a_live_ones_is_not():
+    """A stress run replaced more killed workers than the device had spare places: refused."""
+    with EmulatedDevice(clients=1, page_count=16) as device:
+        holder = _attach_in_a_process(device.name, then="holds")
+        try:
+            assert holder.stdout.readline().strip() == "attached"
+            with pytest.raises(AcceleratorError, match="MFD_E_DEVICE"):
+                codec.open_emulated_queue(device.name, 16)      # its one place is held
+        finally:
+            holder.communicate("", timeout=30)
+        for _ in range(3):          # three workers in a row, each killed holding the place
+            killed = _attach_in_a_process(device.name, then="dies")
+            out, _ = killed.communicate(timeout=30)
+            assert out.strip() == "attached" and killed.returncode == -9
+        queue = codec.open_emulated_queue(device.name, 16)       # and one more after them
+        assert queue != codec.ffi.NULL
+
+
+def test_a_closed_queue_frees_its_place_in_the_same_process():
+    with EmulatedDevice(clients=1, page_count=16) as device:
+        for _ in range(3):
+            queue = codec.open_emulated_queue(device.name, 16)
+            codec.ffi.release(queue)

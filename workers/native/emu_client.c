@@ -5,8 +5,10 @@
  */
 #define _GNU_SOURCE
 
+#include <errno.h>
 #include <limits.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -35,6 +37,7 @@ struct emu_client {
     uint64_t map_len;
     int same_process;
     int32_t pid;
+    uint32_t id;                    /* its place: records id * cfg.page_count on */
     uint32_t page_count, bound;
     struct emu_binding *bindings;   /* page_count; job->priv points at one */
     uint32_t nmaps;
@@ -196,6 +199,56 @@ static int emu_wait(void *ctx, mfd_job *job)
     return status;
 }
 
+/* ------------------------------------------------------------------ */
+/* client places: page_count job records each, cfg.clients of them      */
+
+static int process_gone(int32_t pid)
+{
+    return kill(pid, 0) == -1 && errno == ESRCH;
+}
+
+/* no job of place id is queued or running: the device will not touch it */
+static int place_idle(struct emu_control *ctl, uint32_t id)
+{
+    struct emu_record *recs = emu_records(ctl) + (uint64_t)id * ctl->cfg.page_count;
+    for (uint32_t i = 0; i < ctl->cfg.page_count; i++) {
+        uint32_t state = atomic_load(&recs[i].state);
+        if (state == REC_QUEUED || state == REC_RUNNING)
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * A place for process pid: a free one, else one whose process is gone and
+ * whose jobs have all finished.  A worker that was killed and replaced
+ * leaves its place behind; taking such places over keeps a run with many
+ * replacements from running out of them.  Its finished records are reset
+ * for the new owner.  Returns 0 when every place is held.
+ */
+static int claim_place(struct emu_control *ctl, int32_t pid, uint32_t *id_out)
+{
+    _Atomic int32_t *owners = emu_owners(ctl);
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t id = 0; id < ctl->cfg.clients; id++) {
+            int32_t owner = atomic_load(&owners[id]);
+            if (pass == 0 ? owner != 0
+                          : owner == 0 || !process_gone(owner) || !place_idle(ctl, id))
+                continue;
+            if (!atomic_compare_exchange_strong(&owners[id], &owner, pid))
+                continue;           /* another process took it first */
+            struct emu_record *recs = emu_records(ctl) + (uint64_t)id * ctl->cfg.page_count;
+            for (uint32_t i = 0; i < ctl->cfg.page_count; i++) {
+                atomic_store(&recs[i].waiting, 0);
+                atomic_store(&recs[i].state, REC_FREE);
+            }
+            *id_out = id;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 mfd_workqueue *mfd_emu_queue_new(const char *shm_name, uint32_t page_count, int *status)
 {
     int scratch;
@@ -227,18 +280,25 @@ mfd_workqueue *mfd_emu_queue_new(const char *shm_name, uint32_t page_count, int 
         munmap(ctl, len);
         return NULL;
     }
-    uint32_t id = atomic_fetch_add(&ctl->next_client, 1);
-    struct emu_client *cl = id < ctl->cfg.clients ? calloc(1, sizeof *cl) : NULL;
+    uint32_t id;
+    if (!claim_place(ctl, (int32_t)getpid(), &id)) {
+        *status = MFD_E_DEVICE;     /* every place held by a live process */
+        munmap(ctl, len);
+        return NULL;
+    }
+    struct emu_client *cl = calloc(1, sizeof *cl);
     struct emu_binding *bindings = cl ? calloc(page_count, sizeof *bindings) : NULL;
     if (!bindings) {
-        *status = cl ? MFD_E_NOMEM : MFD_E_DEVICE;
+        *status = MFD_E_NOMEM;
         free(cl);
+        atomic_store(&emu_owners(ctl)[id], 0);
         munmap(ctl, len);
         return NULL;
     }
     for (uint32_t i = 0; i < page_count; i++)
         bindings[i].record = id * ctl->cfg.page_count + i;
     cl->ctl = ctl;
+    cl->id = id;
     cl->map_len = len;
     cl->pid = (int32_t)getpid();
     cl->same_process = ctl->device_pid == cl->pid;
@@ -292,6 +352,11 @@ void mfd_emu_queue_free(mfd_workqueue *wq)
     if (!wq || wq->kind != MFD_WQ_EMULATED)
         return;
     struct emu_client *cl = (struct emu_client *)wq;
+    /* its place is free again once no job of it is left with the device */
+    if (place_idle(cl->ctl, cl->id)) {
+        int32_t me = cl->pid;
+        atomic_compare_exchange_strong(&emu_owners(cl->ctl)[cl->id], &me, 0);
+    }
     munmap(cl->ctl, cl->map_len);
     free(cl->bindings);
     free(cl);

@@ -64,6 +64,12 @@ struct emu_record *emu_records(struct emu_control *ctl)
     return (struct emu_record *)((uint8_t *)ctl + ctl->records_off);
 }
 
+/* per client place: the pid of the process that holds it, 0 while free */
+_Atomic int32_t *emu_owners(struct emu_control *ctl)
+{
+    return (_Atomic int32_t *)((uint8_t *)ctl + ctl->owners_off);
+}
+
 static int config_ok(const mfd_emu_config *c)
 {
     return c && c->queue_size >= 1 && c->queue_size <= (1u << 20) &&
@@ -90,6 +96,7 @@ uint64_t mfd_emu_control_size(const mfd_emu_config *cfg)
         return 0;
     uint64_t size = align64(sizeof(struct emu_control));
     size += align64((uint64_t)ring_cells(cfg) * sizeof(struct emu_cell));
+    size += align64((uint64_t)cfg->clients * sizeof(_Atomic int32_t));
     size += (uint64_t)cfg->clients * cfg->page_count * sizeof(struct emu_record);
     return size;
 }
@@ -103,7 +110,8 @@ void emu_control_init(struct emu_control *ctl, const mfd_emu_config *cfg, uint64
     ctl->cfg = *cfg;
     ctl->cells_off = align64(sizeof(struct emu_control));
     ctl->ring_size = ring_cells(cfg);
-    ctl->records_off = ctl->cells_off + align64((uint64_t)ctl->ring_size * sizeof(struct emu_cell));
+    ctl->owners_off = ctl->cells_off + align64((uint64_t)ctl->ring_size * sizeof(struct emu_cell));
+    ctl->records_off = ctl->owners_off + align64((uint64_t)cfg->clients * sizeof(_Atomic int32_t));
     ctl->total_size = size;
     for (uint64_t i = 0; i < ctl->ring_size; i++)
         atomic_store(&emu_cells(ctl)[i].seq, i);

@@ -26,7 +26,7 @@
 #include "iaa_emulator.h"
 
 #define EMU_MAGIC 0x4d46442d49414145ull     /* "MFD-IAAE" */
-#define EMU_VERSION 1
+#define EMU_VERSION 2
 #define EMU_MAX_SEGS 128
 #define EMU_NAME_MAX 224
 #define EMU_DIRECT 0xffffffffu              /* offset is an address in the device's process */
@@ -67,11 +67,10 @@ struct emu_control {
     uint64_t magic;
     uint32_t version;
     int32_t device_pid;
-    uint64_t cells_off, records_off, total_size;
+    uint64_t cells_off, owners_off, records_off, total_size;
     mfd_emu_config cfg;
     _Atomic uint32_t running;       /* engines take jobs */
     _Atomic uint32_t stopped;       /* engines joined: no record changes any more */
-    _Atomic uint32_t next_client;
     _Atomic uint32_t work_seq;      /* futex: bumped per queued job */
     _Atomic uint32_t sleepers;      /* engines asleep on work_seq */
     _Atomic uint64_t enq_pos, deq_pos;
@@ -101,6 +100,7 @@ void emu_futex_wake(_Atomic uint32_t *addr, int count);
 double emu_chance(uint64_t seed, uint64_t seq, uint64_t what);
 struct emu_cell *emu_cells(struct emu_control *ctl);
 struct emu_record *emu_records(struct emu_control *ctl);
+_Atomic int32_t *emu_owners(struct emu_control *ctl);
 void emu_control_init(struct emu_control *ctl, const mfd_emu_config *cfg, uint64_t size);
 /* map /dev/shm/<name>: its whole length, or NULL if shorter than min_size */
 void *emu_map_segment(const char *name, uint64_t min_size, uint64_t *len_out);
