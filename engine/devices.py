@@ -20,7 +20,7 @@ from engine.errors import AcceleratorError
 from workers.settings import FaultSettings, JobSettings
 from workers.workqueue.emulated import EmulatedDevice
 
-# job records for clients that attach after a worker died and was replaced
+# places for queues attached while a dead worker's place still has jobs with the device
 _SPARE_CLIENTS = 8
 
 

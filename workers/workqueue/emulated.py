@@ -34,7 +34,10 @@ class EmulatedDevice:
     """An emulated IAA device with its engine threads, in this process.
 
     ``clients`` work queues (one per worker or reader) of up to
-    ``page_count`` jobs each may attach, from any process, by ``name``.
+    ``page_count`` jobs each may be attached at once, from any process, by
+    ``name``; a queue's place is free again when it is closed, or when its
+    process is gone and its jobs have finished (a killed worker's
+    replacement takes it over).
     ``close`` stops the engines and removes the control segment; the
     counters stay readable.  A context manager.
     """
