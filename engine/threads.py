@@ -63,18 +63,23 @@ class ThreadPool(ThreadPoolExecutor):
             return super().submit(fn, *args, **kwargs)
 
 
-def others_take(signum: int) -> bool:
-    """Whether a thread of this process other than the calling one does not block ``signum``."""
+def threads_taking(signum: int, pid: int | None = None) -> list[int]:
+    """Thread ids of process ``pid`` (this one) but its main thread that do not block ``signum``."""
+    where = f"/proc/{pid or 'self'}/task"
+    main = pid or os.getpid()
     bit = 1 << (signum - 1)
-    me = threading.get_native_id()
-    for task in os.listdir("/proc/self/task"):
-        if int(task) == me:
-            continue
+    found = []
+    for task in os.listdir(where):
         try:
-            with open(f"/proc/self/task/{task}/status") as status:
+            with open(f"{where}/{task}/status") as status:
                 blocked = next(line for line in status if line.startswith("SigBlk:"))
         except (OSError, StopIteration):
             continue                    # the thread ended meanwhile
-        if not int(blocked.split()[1], 16) & bit:
-            return True
-    return False
+        if int(task) != main and not int(blocked.split()[1], 16) & bit:
+            found.append(int(task))
+    return found
+
+
+def others_take(signum: int) -> bool:
+    """Whether a thread of this process other than its main one does not block ``signum``."""
+    return bool(threads_taking(signum))

@@ -88,20 +88,10 @@ def _ctrl_c_while_a_worker_starts() -> bool:
     return False
 
 
-def _threads_taking_sigint(pid: int | str = "self") -> list[int]:
-    """Threads of ``pid`` other than its main one that do not block SIGINT."""
-    bit = 1 << (signal.SIGINT - 1)
-    main = os.getpid() if pid == "self" else int(pid)
-    found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            status = Path(f"/proc/{pid}/task/{task}/status").read_text()
-        except OSError:
-            continue                    # ended meanwhile
-        blocked = next(line for line in status.splitlines() if line.startswith("SigBlk:"))
-        if int(task) != main and not int(blocked.split()[1], 16) & bit:
-            found.append(int(task))
-    return found
+def _threads_taking_sigint(pid: int | None = None) -> list[int]:
+    from engine.threads import threads_taking
+
+    return threads_taking(signal.SIGINT, pid)
 
 
 def test_ctrl_c_while_a_worker_starts_beside_a_foreign_thread():
