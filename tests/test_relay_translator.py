@@ -144,6 +144,17 @@ def test_bad_header_is_a_typed_error():
     assert info.value.field == "magic"
 
 
+def test_a_none_payload_of_the_wrong_size_is_refused_before_it_is_read():
+    """The method's recv_check runs before the payload is read, on the relay as in a receiver:
+    two pages said to be one page long, and no payload sent after them."""
+    init = wire.InitPacket(bytes(16), 1).encode()
+    short = _header(0, 3, normal=2, nps=PAGE, pages=[5, 9])
+    with pytest.raises(errors.BadPayloadSize) as info:
+        translate(init + short, "none", "zstd", "7.2")
+    assert (info.value.field, info.value.got, info.value.expected) == (
+        "next_packet_size", PAGE, 2 * PAGE)
+
+
 def test_method_mismatch_is_a_typed_error():
     middle, _ = translate(stream_10(), "none", "qpl", "10.0")
     with pytest.raises(errors.BadFlags) as info:

@@ -26,7 +26,7 @@ Hook contract (what ``Method`` implementations must do):
     ``WireError`` subclass.  ``Method`` accepts every header.
 ``recv(state, header, payload, block)``
     Called once per packet that carries normal pages, after the header was
-    validated and the zero pages cleared.  Decode ``payload`` (exactly
+    validated (``recv_check`` included) and the zero pages cleared.  Decode ``payload`` (exactly
     ``header.payload_size`` bytes, already bounded by ``max_payload``)
     straight into ``block``.  Untrusted: raise a ``WireError`` subclass that
     names the channel, the packet and the field on any inconsistency.

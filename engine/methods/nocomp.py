@@ -61,7 +61,6 @@ class NoComp(Method):
     def recv(self, state: Any, header: wire.PacketHeader, payload: memoryview, block: Any) -> None:
         from workers import codec
 
-        self.recv_check(state, header)
         try:
             codec.none_recv_packet(payload, header.normal, block.buf, state.page_size)
         except codec.PayloadRejected as exc:

@@ -158,6 +158,8 @@ class IncomingChannel:
             raise errors.BadPayloadSize("payload larger than the packet's pages allow",
                                         channel=self.channel, packet_num=header.packet_num,
                                         field="next_packet_size", got=size, expected=f"<= {limit}")
+        if header.normal_pages:
+            self.method.recv_check(self._state, header)
         payload = self._payload[:size]
         got = self.source.readinto(payload)
         if got < size:
