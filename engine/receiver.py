@@ -121,11 +121,13 @@ class ChannelReader:
         self.counters = counters if counters is not None else ChannelCounters()
         self._jobs = jobs or JobSettings()
         self._header = memoryview(bytearray(wire.header_size(page_size)))
-        self._payload = memoryview(bytearray(self.method.slot_size(page_size)))
         self._scratch = _Scratch(page_size) if lenient else None
         # none without a copy: only sources that fill many buffers in one call
         self._direct = (self.method.payload_is_pages and not copy_pages
                         and hasattr(source, "readinto_views"))
+        # the payload buffer (none read directly: only its empty packets use it)
+        payload_bytes = 0 if self._direct else self.method.slot_size(page_size)
+        self._payload = memoryview(bytearray(payload_bytes))
         self._decoder: wire.HeaderDecoder | None = None
         self._state: Any = None
 
@@ -290,7 +292,7 @@ class Receiver:
                                       blocks={b.name: b for b in self.blocks}, compat=compat,
                                       jobs=jobs, copy_pages=copy_pages) for s in sources]
         self._pool = ThreadPool(max_workers=max(1, len(self.readers)),
-                                        thread_name_prefix="mfd-recv")
+                                thread_name_prefix="mfd-recv")
 
     def __enter__(self) -> Receiver:
         return self
