@@ -514,6 +514,11 @@ class Coordinator:
                 f"accounted for {result.normal_num} normal + {result.zero_num} zero pages "
                 f"of {flight.page_count}", worker_id=w.worker_id, packet_num=result.packet_num,
                 kind="lost-pages")
+        if not np.array_equal(np.sort(result.pages), np.sort(flight.pages)):
+            # the header is made from these, and none's payload read at them
+            raise errors.WorkerError("result names other pages than its packet's",
+                                     worker_id=w.worker_id, packet_num=result.packet_num,
+                                     kind="lost-pages")
         if result.next_packet_size > self._slot_size:
             raise errors.WorkerError(f"payload of {result.next_packet_size} bytes overflows its slot",
                                      worker_id=w.worker_id, packet_num=result.packet_num, kind="protocol")

@@ -143,3 +143,33 @@ def test_a_dead_stream_worker_is_not_replaced():
         with Engine(cfg, before_dispatch=kill_packet_1) as engine:
             engine.send(np.arange(512, dtype=np.uint64))
     assert "exit code -9" in str(caught.value)
+
+
+@pytest.mark.parametrize("method", ["none", "qpl"])
+@pytest.mark.parametrize("wrong, says", [
+    ([0, 1, 2, 3], "accounted for"),                 # one page short
+    ([0, 1, 2, 3, 200], "other pages"),              # a page the packet did not have
+    ([0, 1, 2, 3, 3], "other pages"),                # a page twice, one lost
+])
+def test_a_result_that_does_not_account_for_its_packets_pages_is_refused(method, wrong, says):
+    """A worker must hand back exactly its packet's pages: the header is made from them
+    and method none's payload is read from the RAM block at them."""
+    from engine.coordinator import _InFlight
+    from workers.messages import Result
+
+    cfg = Config.from_dict({"workload": {"size": "1MiB"}, "run": {"rounds": 1},
+                            "migration": {"channels": 1, "method": method}})
+    sink = MemoryChannel(0)
+    with Engine(cfg, sinks=[sink]) as engine:
+        coordinator = engine.coordinator
+        w = coordinator.workers[0]
+        slot = w.free_slots[0]
+        w.in_flight[7] = _InFlight(slot, 0, np.arange(5, dtype=np.uint64))
+        before = sink.bytes_written
+        forged = Result(7, slot, normal_num=len(wrong), zero_num=5 - len(wrong),
+                        next_packet_size=len(wrong) * 4096,
+                        pages=np.array(wrong, dtype=np.uint64), stats={})
+        with pytest.raises(WorkerError, match=says) as caught:
+            coordinator._merge_result(w, forged)
+        assert caught.value.kind == "lost-pages"
+        assert sink.bytes_written == before              # nothing of it was written
