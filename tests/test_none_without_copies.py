@@ -9,12 +9,9 @@ receive-side check: a bad header is refused before any payload byte lands.
 from __future__ import annotations
 
 import queue
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +24,7 @@ from engine.net.migration import send_migration
 from engine.net.transport import TcpSink, TcpSource
 from engine.ram import RamBlock, page_views
 from engine.receiver import ChannelReader
+from test_hostile_sessions import pki  # noqa: F401 - the fixture; tests/ is on sys.path
 from test_tcp import ReceiverThread  # tests/ is on sys.path (pytest)
 
 pytestmark = pytest.mark.usefixtures("no_shm_leak")
@@ -325,24 +323,12 @@ def test_rounds_over_tcp_loopback_verify(sender_copies, receiver_copies):
     assert [r.round for r in received.rounds] == [0, 1, 2]
 
 
-def _self_signed(directory: Path) -> tuple[str, str]:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "k.pem", "-out", "c.pem",
-                    "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1"],
-                   cwd=directory, check=True, capture_output=True, timeout=30)
-    return str(directory / "c.pem"), str(directory / "k.pem")
-
-
-def test_tls_sockets_send_joined_and_receive_view_by_view(tmp_path):
+def test_tls_sockets_send_joined_and_receive_view_by_view(pki):
     """SSLSocket has neither sendmsg nor recvmsg_into: the fallbacks carry the pages."""
-    cert, key = _self_signed(tmp_path)
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(cert, key)
+    server_ctx.load_cert_chain(pki / "receiver.pem", pki / "receiver.key")
     client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_ctx.load_verify_locations(cert)
+    client_ctx.load_verify_locations(pki / "ca.pem")
     listener = socket.create_server(("127.0.0.1", 0))
     accepted: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: accepted.put(server_ctx.wrap_socket(
